@@ -1,0 +1,197 @@
+"""Log files: the error log and the access log.
+
+Owns log formatting, buffering, atomic line writes and reopening (USR1). Must not
+know about sockets, workers or the master: callers hand it finished facts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+STDERR = "-"
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+# One write() of at most this many bytes is atomic on a pipe (POSIX PIPE_BUF); regular
+# files opened with O_APPEND also take each write whole. Flushing in chunks of whole
+# lines no larger than this keeps lines from different workers from interleaving.
+ATOMIC_WRITE = 4096
+# Buffered access lines are flushed when this much is pending, or at least once a second.
+ACCESS_BUFFER_BYTES = 32 * 1024
+ACCESS_FLUSH_SECONDS = 1.0
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class LogFile:
+    """An append-only destination: stderr or a path, reopenable in place."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = 2 if path == STDERR else self._open(path)
+        self.failed = False  # a write error was reported once; stay quiet until it heals
+
+    @staticmethod
+    def _open(path: str) -> int:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def reopen(self) -> None:
+        """Point our fd number at a fresh open of the path (logrotate moved the old file).
+
+        dup2 keeps the fd number, so anything holding the number (python-daemon's
+        files_preserve, an exec'd successor) stays valid.
+        """
+        if self.path == STDERR:
+            return
+        fresh = self._open(self.path)
+        try:
+            os.dup2(fresh, self.fd, inheritable=False)
+        finally:
+            os.close(fresh)
+        self.failed = False
+
+    def write(self, data: bytes) -> bool:
+        """Write whole lines, at most ATOMIC_WRITE bytes per syscall. False on failure."""
+        view = memoryview(data)
+        try:
+            while view:
+                if len(view) <= ATOMIC_WRITE:
+                    chunk = view
+                else:
+                    cut = bytes(view[:ATOMIC_WRITE]).rfind(b"\n") + 1 or ATOMIC_WRITE
+                    chunk = view[:cut]
+                written = os.write(self.fd, chunk)
+                view = view[written:]
+        except OSError:
+            self.failed = True
+            return False
+        self.failed = False
+        return True
+
+    def close(self) -> None:
+        if self.fd > 2:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def iso_time(now: float) -> str:
+    """ISO-8601 local time with offset, to the millisecond."""
+    local = time.localtime(now)
+    millis = int((now % 1) * 1000)
+    offset = time.strftime("%z", local)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", local) + f".{millis:03d}{offset[:3]}:{offset[3:]}"
+
+
+class ErrorLog:
+    """``[ISO-8601 time] [level] [pid] message`` lines, written at once (never buffered)."""
+
+    def __init__(self, file: LogFile, level: str = "info") -> None:
+        self.file = file
+        self.threshold = LEVELS[level]
+
+    def log(self, level: str, message: str) -> None:
+        if LEVELS[level] < self.threshold:
+            return
+        text = message.replace("\n", "\\n")
+        line = f"[{iso_time(time.time())}] [{level}] [{os.getpid()}] {text}\n"
+        self.file.write(line.encode("utf-8", "backslashreplace"))
+
+    def debug(self, message: str) -> None:
+        self.log("debug", message)
+
+    def info(self, message: str) -> None:
+        self.log("info", message)
+
+    def warning(self, message: str) -> None:
+        self.log("warning", message)
+
+    def error(self, message: str) -> None:
+        self.log("error", message)
+
+
+def _escape_byte(byte: int) -> str:
+    if byte in (0x22, 0x5C) or byte < 0x20 or byte > 0x7E:
+        return f"\\x{byte:02X}"
+    return chr(byte)
+
+
+# Request lines and client-supplied headers are escaped nginx-style (\xHH for quotes,
+# backslashes, controls and non-ASCII) so nobody can forge a log line or a terminal
+# escape sequence through the access log.
+_ESCAPES = {i: _escape_byte(i) for i in range(256) if _escape_byte(i) != chr(i)}
+
+
+def escape_field(value: str) -> str:
+    """Escape a latin-1 string for a double-quoted access-log field."""
+    return value.translate(_ESCAPES)
+
+
+@dataclass(slots=True)
+class AccessRecord:
+    client: str
+    request_line: str
+    status: int
+    body_bytes: int
+    referer: str
+    user_agent: str
+    duration_us: int
+
+
+class AccessLog:
+    """Combined log format plus the response time in microseconds, buffered.
+
+    Lines are whole in the buffer and flushed in whole-line chunks, so a reader sees
+    either a complete line or nothing. Flushed at ACCESS_BUFFER_BYTES, by ``tick``
+    at least once a second, and on ``flush`` (reopen, exit).
+    """
+
+    def __init__(self, file: LogFile | None) -> None:
+        self.file = file
+        self.pending: list[str] = []
+        self.pending_bytes = 0
+        self.last_flush = time.monotonic()
+        self._stamp_second = -1
+        self._stamp = ""
+
+    @property
+    def enabled(self) -> bool:
+        return self.file is not None
+
+    def _timestamp(self, now: float) -> str:
+        second = int(now)
+        if second != self._stamp_second:
+            local = time.localtime(second)
+            self._stamp = time.strftime(
+                f"%d/{_MONTHS[local.tm_mon - 1]}/%Y:%H:%M:%S %z", local
+            )
+            self._stamp_second = second
+        return self._stamp
+
+    def record(self, rec: AccessRecord, now: float) -> None:
+        if self.file is None:
+            return
+        size = str(rec.body_bytes) if rec.body_bytes else "-"
+        line = (
+            f'{rec.client} - - [{self._timestamp(now)}] "{escape_field(rec.request_line)}" '
+            f'{rec.status} {size} "{escape_field(rec.referer) or "-"}" '
+            f'"{escape_field(rec.user_agent) or "-"}" {rec.duration_us}\n'
+        )
+        self.pending.append(line)
+        self.pending_bytes += len(line)
+        if self.pending_bytes >= ACCESS_BUFFER_BYTES:
+            self.flush()
+
+    def tick(self, monotonic_now: float) -> None:
+        if self.pending and monotonic_now - self.last_flush >= ACCESS_FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> bool:
+        """Write what is pending. False if the write failed (the lines are dropped)."""
+        self.last_flush = time.monotonic()
+        if not self.pending or self.file is None:
+            return True
+        data = "".join(self.pending).encode("latin-1", "backslashreplace")
+        self.pending.clear()
+        self.pending_bytes = 0
+        return self.file.write(data)

@@ -1,0 +1,617 @@
+"""The master process: supervises generations of workers.
+
+Owns the worker table, generations, signals, respawn back-off, heartbeat checks,
+reload, scaling, log reopening, graceful and fast stop, and upgrade by re-exec. Must
+never accept a connection or parse HTTP, and never imports the worker module: the
+worker's entry function is handed in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from forkserver.config import Config, load_config
+from forkserver.errors import ConfigError, StartupError
+from forkserver.listeners import INHERIT_ENV, bind_listener, describe, same_address
+from forkserver.logs import AccessLog, ErrorLog, LogFile
+from forkserver.scoreboard import Scoreboard, SlotState
+from forkserver.service import Pidfile, sd_notify, set_title
+
+LOOP_SECONDS = 0.2  # longest sleep of the master loop: bounds respawn and readiness delay
+BOOT_POLL_SECONDS = 0.02  # sleep while a generation boots, so readiness is seen promptly
+HEALTHY_SECONDS = 5.0  # a worker that lived this long was not part of a crash loop
+BACKOFF_FIRST = 0.5  # delay before the second quick respawn in a row
+BACKOFF_CAP = 30.0  # longest delay between respawns of a crashing pool
+ABORT_GRACE_SECONDS = 2.0  # SIGABRT → SIGKILL for a worker that missed its heartbeat
+FAST_STOP_SECONDS = 1.0  # INT/QUIT: workers get this long before SIGKILL
+KILL_MARGIN_SECONDS = 1.0  # after timeouts.graceful, before SIGKILL of a draining worker
+UPGRADE_FROM_ENV = "FORKSERVER_UPGRADE_FROM"  # pid of the master we are replacing
+
+_MASTER_SIGNALS = (
+    signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
+    signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD,
+)
+
+
+class WorkerMain(Protocol):
+    def __call__(
+        self, *, number: int, generation: int, slot: int, config: Config,
+        listeners: list[socket.socket], scoreboard: Scoreboard, master_pid: int,
+        error_log: ErrorLog, access_log: AccessLog, max_requests: int,
+    ) -> int: ...
+
+
+class Phase(Enum):
+    STARTING = "starting"  # first generation booting
+    SERVING = "serving"
+    STOPPING = "stopping"  # graceful: workers drain
+    QUITTING = "quitting"  # fast: workers exit at once
+
+
+@dataclass(eq=False)
+class Generation:
+    number: int
+    config: Config
+    listeners: list[socket.socket]
+    error_log: ErrorLog
+    access_log: AccessLog
+    target: int  # workers wanted (TTIN/TTOU move it; HUP resets it)
+    ready: bool = False  # every wanted worker has reached SERVING once
+
+
+@dataclass(eq=False)
+class WorkerRecord:
+    pid: int
+    slot: int
+    generation: Generation
+    number: int
+    started: float
+    retiring: bool = False
+    kill_at: float = 0.0  # monotonic deadline for SIGKILL once retiring or aborted
+    aborted: bool = False
+
+
+@dataclass
+class StartInfo:
+    """How this master was started, so an upgrade can start the same program."""
+
+    argv: list[str]
+    cwd: str
+    overrides: dict[str, object] = field(default_factory=dict)
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = str(signum)
+        return f"killed by signal {name}"
+    if os.WIFEXITED(status):
+        return f"exited with status {os.WEXITSTATUS(status)}"
+    return f"ended (wait status {status})"
+
+
+class Master:
+    def __init__(
+        self,
+        config: Config,
+        listeners: list[socket.socket],
+        worker_main: WorkerMain,
+        start: StartInfo,
+        pidfile: Pidfile | None = None,
+        socket_activated: bool = False,
+    ) -> None:
+        self.worker_main = worker_main
+        self.start = start
+        self.pidfile = pidfile
+        self.socket_activated = socket_activated
+        self.pid = os.getpid()
+        self.scoreboard = Scoreboard()
+        self.log_files: dict[str, LogFile] = {}
+        self.generation = self.make_generation(1, config, listeners)
+        self.generations: list[Generation] = [self.generation]
+        self.workers: dict[int, WorkerRecord] = {}
+        self.phase = Phase.STARTING
+        self.stop_deadline = 0.0
+        self.crash_streak = 0
+        self.next_spawn_at = 0.0
+        self.upgrade_child = 0
+        self.upgrade_from = int(os.environ.pop(UPGRADE_FROM_ENV, "0") or 0)
+        self.watchdog_interval = _watchdog_interval()
+        self.next_watchdog = 0.0
+        self.wakeup_read, self.wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # -- logs and generations -----------------------------------------------------
+    @property
+    def log(self) -> ErrorLog:
+        return self.generation.error_log
+
+    def log_file(self, path: str) -> LogFile:
+        if path not in self.log_files:
+            self.log_files[path] = LogFile(path)
+        return self.log_files[path]
+
+    def make_generation(
+        self, number: int, config: Config, listeners: list[socket.socket]
+    ) -> Generation:
+        error_log = ErrorLog(self.log_file(config.error_log), config.log_level)
+        access_file = self.log_file(config.access_log) if config.access_log else None
+        return Generation(
+            number, config, listeners, error_log, AccessLog(access_file), config.workers
+        )
+
+    def forget_generation(self, old: Generation) -> None:
+        """Close what only a finished generation used: listeners and log files."""
+        self.generations.remove(old)
+        in_use = {s.fileno() for g in self.generations for s in g.listeners}
+        for sock in old.listeners:
+            if sock.fileno() not in in_use:
+                sock.close()
+        paths = {g.config.error_log for g in self.generations}
+        paths |= {g.config.access_log for g in self.generations if g.config.access_log}
+        for path in list(self.log_files):
+            if path not in paths:
+                self.log_files.pop(path).close()
+
+    # -- the loop -----------------------------------------------------------------
+    def preserved_fds(self) -> list[int]:
+        """Descriptors that must survive daemonizing."""
+        fds = [self.wakeup_read, self.wakeup_write]
+        fds += [s.fileno() for g in self.generations for s in g.listeners]
+        fds += [f.fd for f in self.log_files.values() if f.fd > 2]
+        return fds
+
+    def run(self) -> int:
+        self.pid = os.getpid()  # daemonizing changes it after __init__
+        self.install_signals()
+        for sock in self.generation.listeners:
+            self.log.info(f"listening on {describe(sock)}")
+        self.log.info(
+            f"master started (pid {self.pid}), generation 1 with {self.generation.target} workers"
+        )
+        set_title(f"forkserver: master [{self.start_label()}]")
+        while True:
+            self.reap()
+            now = time.monotonic()
+            if self.phase in (Phase.STOPPING, Phase.QUITTING):
+                if not self.workers:
+                    break
+                if now >= self.stop_deadline:
+                    self.kill_all(signal.SIGKILL)
+                    self.stop_deadline = now + FAST_STOP_SECONDS
+            else:
+                self.check_heartbeats(now)
+                self.enforce_retirement(now)
+                self.maintain_pool(now)
+                self.advance_generations()
+                self.ping_watchdog(now)
+            # While a generation boots, look at the scoreboard often so readiness (and
+            # the retirement of the old generation) is not delayed by a whole turn.
+            booting = not self.generation.ready and self.phase != Phase.QUITTING
+            for signum in self.wait_for_signals(BOOT_POLL_SECONDS if booting else LOOP_SECONDS):
+                self.dispatch(signum)
+        return self.exit()
+
+    def exit(self) -> int:
+        self.log.info("master exiting")
+        if self.pidfile is not None:
+            self.pidfile.release()
+        return 0
+
+    def start_label(self) -> str:
+        return self.generation.config.source or "defaults"
+
+    # -- signals ------------------------------------------------------------------
+    def install_signals(self) -> None:
+        # Handlers do nothing: set_wakeup_fd writes each signal's number into our pipe
+        # and the loop dispatches it, so no work ever runs inside a handler.
+        signal.set_wakeup_fd(self.wakeup_write, warn_on_full_buffer=False)
+        for signum in _MASTER_SIGNALS:
+            signal.signal(signum, _record_only)
+
+    def wait_for_signals(self, timeout: float) -> bytes:
+        with contextlib.suppress(InterruptedError):
+            select.select([self.wakeup_read], [], [], timeout)
+        try:
+            return os.read(self.wakeup_read, 512)
+        except BlockingIOError:
+            return b""
+
+    def dispatch(self, signum: int) -> None:
+        handler: Callable[[], None] | None = {
+            signal.SIGHUP: self.handle_hup,
+            signal.SIGTERM: self.handle_term,
+            signal.SIGINT: self.handle_quit,
+            signal.SIGQUIT: self.handle_quit,
+            signal.SIGTTIN: self.handle_ttin,
+            signal.SIGTTOU: self.handle_ttou,
+            signal.SIGUSR1: self.handle_usr1,
+            signal.SIGUSR2: self.handle_usr2,
+        }.get(signal.Signals(signum))
+        if handler is not None:
+            handler()
+
+    def handle_term(self) -> None:
+        if self.phase in (Phase.STOPPING, Phase.QUITTING):
+            return
+        self.log.info("TERM received: graceful stop")
+        sd_notify("STOPPING=1")
+        self.phase = Phase.STOPPING
+        graceful = max(g.config.timeouts.graceful for g in self.generations)
+        self.stop_deadline = time.monotonic() + graceful + KILL_MARGIN_SECONDS
+        self.close_listeners()
+        self.kill_all(signal.SIGTERM)
+
+    def handle_quit(self) -> None:
+        if self.phase == Phase.QUITTING:
+            return
+        self.log.info("fast stop")
+        sd_notify("STOPPING=1")
+        self.phase = Phase.QUITTING
+        self.stop_deadline = time.monotonic() + FAST_STOP_SECONDS
+        self.close_listeners()
+        self.kill_all(signal.SIGQUIT)
+
+    def handle_ttin(self) -> None:
+        if self.phase not in (Phase.STARTING, Phase.SERVING):
+            return
+        self.generation.target += 1
+        self.log.info(f"TTIN: {self.generation.target} workers wanted")
+
+    def handle_ttou(self) -> None:
+        if self.phase not in (Phase.STARTING, Phase.SERVING) or self.generation.target <= 1:
+            return
+        self.generation.target -= 1
+        self.log.info(f"TTOU: {self.generation.target} workers wanted")
+        current = [w for w in self.workers.values()
+                   if w.generation is self.generation and not w.retiring]
+        if len(current) > self.generation.target:
+            self.retire(max(current, key=lambda w: w.started))
+
+    def handle_usr1(self) -> None:
+        for log_file in self.log_files.values():
+            try:
+                log_file.reopen()
+            except OSError as exc:
+                self.log.error(f"cannot reopen {log_file.path}: {exc.strerror}")
+        self.log.info("log files reopened")
+        self.kill_all(signal.SIGUSR1)
+
+    def handle_hup(self) -> None:
+        if self.phase not in (Phase.STARTING, Phase.SERVING):
+            return
+        source = self.generation.config.source
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        self.log.info(f"HUP received: reloading {source or 'built-in defaults'}")
+        try:
+            self.reload(source)
+        finally:
+            if self.phase == Phase.SERVING and self.generation.ready:
+                sd_notify("READY=1\n" + self.status_line())
+
+    def reload(self, source: str | None) -> None:
+        old = self.generation
+        try:
+            config = load_config(source, self.start.overrides)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                self.log.error(f"reload: {problem}")
+            self.log.error(f"reload failed; still serving generation {old.number}")
+            return
+        listeners = old.listeners
+        if not self.socket_activated and not all(
+            same_address(s, config.host, config.port) for s in old.listeners
+        ):
+            try:
+                listeners = [bind_listener(config.host, config.port, config.backlog)]
+            except StartupError as exc:
+                self.log.error(f"reload: {exc}; still serving generation {old.number}")
+                return
+            self.log.info(f"reload: now listening on {describe(listeners[0])}")
+        try:
+            generation = self.make_generation(old.number + 1, config, listeners)
+        except OSError as exc:
+            self.log.error(f"reload: cannot open log file: {exc.strerror}; still serving")
+            return
+        changes = describe_changes(old.config, config)
+        self.generation = generation
+        self.generations.append(generation)
+        self.log.info(
+            f"reload: generation {generation.number} starting with {generation.target} "
+            f"workers ({changes or 'no changes'}); generation {old.number} serves until it is ready"
+        )
+        self.next_spawn_at = 0.0
+        self.crash_streak = 0
+
+    def handle_usr2(self) -> None:
+        if self.phase != Phase.SERVING:
+            return
+        if self.upgrade_child:
+            self.log.warning(f"upgrade already in progress (new master pid {self.upgrade_child})")
+            return
+        listeners = self.generation.listeners
+        for sock in listeners:
+            sock.set_inheritable(True)
+        env = dict(os.environ)
+        env[INHERIT_ENV] = ",".join(str(s.fileno()) for s in listeners)
+        env[UPGRADE_FROM_ENV] = str(self.pid)
+        argv = [sys.executable, "-m", "forkserver", *self.start.argv]
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self.log.error(f"upgrade: cannot fork: {exc.strerror}")
+            return
+        if pid == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                os.chdir(self.start.cwd)
+                os.execve(sys.executable, argv, env)
+            finally:
+                os._exit(1)
+        for sock in listeners:
+            sock.set_inheritable(False)
+        self.upgrade_child = pid
+        self.log.info(f"USR2: upgrading; new master pid {pid}")
+
+    # -- workers ------------------------------------------------------------------
+    def spawn_worker(self, generation: Generation, number: int) -> None:
+        slot = self.scoreboard.claim(generation.number)
+        if slot < 0:
+            self.log.error("scoreboard full; cannot start another worker")
+            return
+        config = generation.config
+        max_requests = 0
+        if config.max_requests:
+            max_requests = config.max_requests + random.randint(0, config.max_requests_jitter)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self.scoreboard.release(slot)
+            self.log.error(f"cannot fork a worker: {exc.strerror}")
+            self.note_crash(time.monotonic())
+            return
+        if pid == 0:
+            self.become_worker(generation, number, slot, max_requests)
+        self.scoreboard.set_pid(slot, pid)
+        self.workers[pid] = WorkerRecord(pid, slot, generation, number, time.monotonic())
+        self.log.debug(f"worker {number} of generation {generation.number} started: pid {pid}")
+
+    def become_worker(
+        self, generation: Generation, number: int, slot: int, max_requests: int
+    ) -> None:
+        """In the child: drop what belongs to the master, run the worker, never return."""
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            os.close(self.wakeup_read)
+            os.close(self.wakeup_write)
+            if self.pidfile is not None:
+                self.pidfile.forget()
+            for other in self.generations:
+                if other is not generation:
+                    for sock in other.listeners:
+                        if sock not in generation.listeners:
+                            sock.close()
+            set_title(f"forkserver: worker {number} (generation {generation.number})")
+            code = self.worker_main(
+                number=number, generation=generation.number, slot=slot,
+                config=generation.config, listeners=generation.listeners,
+                scoreboard=self.scoreboard, master_pid=self.pid,
+                error_log=generation.error_log, access_log=generation.access_log,
+                max_requests=max_requests,
+            )
+        except StartupError as exc:
+            generation.error_log.error(f"worker cannot start: {exc}")
+            code = 3
+        except BaseException:
+            text = traceback.format_exc().rstrip().replace("\n", " | ")
+            generation.error_log.error(f"worker crashed: {text}")
+        finally:
+            os._exit(code)
+
+    def maintain_pool(self, now: float) -> None:
+        if now < self.next_spawn_at:
+            return
+        generation = self.generation
+        current = [w for w in self.workers.values()
+                   if w.generation is generation and not w.retiring]
+        taken = {w.number for w in current}
+        missing = generation.target - len(current)
+        number = 1
+        while missing > 0:
+            if number not in taken:
+                self.spawn_worker(generation, number)
+                missing -= 1
+            number += 1
+
+    def advance_generations(self) -> None:
+        """When the newest generation serves in full, retire every older one."""
+        generation = self.generation
+        if generation.ready:
+            return
+        serving = [
+            w for w in self.workers.values()
+            if w.generation is generation and not w.retiring
+            and self.scoreboard.read(w.slot).state == SlotState.SERVING
+        ]
+        if len(serving) < generation.target:
+            return
+        generation.ready = True
+        old = [w for w in self.workers.values() if w.generation is not generation]
+        for record in old:
+            self.retire(record)
+        if self.phase == Phase.STARTING:
+            self.phase = Phase.SERVING
+            self.log.info(f"{len(serving)} workers serving")
+            self.announce_ready()
+        else:
+            self.log.info(
+                f"reload: generation {generation.number} serving with {len(serving)} workers; "
+                f"retiring {len(old)} old workers"
+            )
+            sd_notify("READY=1\n" + self.status_line())
+        for stale in [g for g in self.generations if g is not generation]:
+            if not any(w.generation is stale for w in self.workers.values()):
+                self.forget_generation(stale)
+
+    def announce_ready(self) -> None:
+        if self.upgrade_from:
+            if self.pidfile is not None:
+                try:
+                    self.pidfile.write(self.pid)
+                except StartupError as exc:
+                    self.log.error(str(exc))
+            sd_notify(f"MAINPID={self.pid}")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.upgrade_from, signal.SIGTERM)
+            self.log.info(f"upgrade: serving; asked the old master {self.upgrade_from} to retire")
+            self.upgrade_from = 0
+        sd_notify("READY=1\n" + self.status_line())
+
+    def status_line(self) -> str:
+        live = [self.scoreboard.read(w.slot) for w in self.workers.values()]
+        serving = sum(1 for s in live if s.state == SlotState.SERVING)
+        requests = sum(s.requests for s in live)
+        return (
+            f"STATUS=generation {self.generation.number}, {serving} workers serving, "
+            f"{requests} requests served by live workers"
+        )
+
+    def retire(self, record: WorkerRecord) -> None:
+        if record.retiring:
+            return
+        record.retiring = True
+        graceful = record.generation.config.timeouts.graceful
+        record.kill_at = time.monotonic() + graceful + KILL_MARGIN_SECONDS
+        self.signal_worker(record, signal.SIGTERM)
+
+    def enforce_retirement(self, now: float) -> None:
+        for record in list(self.workers.values()):
+            if (record.retiring or record.aborted) and now >= record.kill_at:
+                self.log.warning(f"worker {record.pid} did not exit in time; SIGKILL")
+                self.signal_worker(record, signal.SIGKILL)
+                record.kill_at = now + ABORT_GRACE_SECONDS
+
+    def check_heartbeats(self, now: float) -> None:
+        for record in list(self.workers.values()):
+            if record.aborted:
+                continue
+            slot = self.scoreboard.read(record.slot)
+            limit = record.generation.config.timeouts.worker
+            silent = now - slot.heartbeat
+            if silent > limit:
+                self.log.error(
+                    f"worker {record.pid} silent for {silent:.1f}s "
+                    f"(timeouts.worker {limit:g}s); SIGABRT"
+                )
+                record.aborted = True
+                record.kill_at = now + ABORT_GRACE_SECONDS
+                self.signal_worker(record, signal.SIGABRT)
+
+    def signal_worker(self, record: WorkerRecord, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, signum)
+
+    def kill_all(self, signum: int) -> None:
+        for record in list(self.workers.values()):
+            self.signal_worker(record, signum)
+
+    def close_listeners(self) -> None:
+        # New connections are refused at once instead of waiting in a backlog that no
+        # worker will accept from again.
+        for generation in self.generations:
+            for sock in generation.listeners:
+                sock.close()
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.upgrade_child:
+                self.upgrade_child = 0
+                self.log.error(
+                    f"upgrade failed: new master {pid} {describe_status(status)}; still serving"
+                )
+                continue
+            record = self.workers.pop(pid, None)
+            if record is None:
+                continue  # not ours (we may be PID 1 in a container)
+            self.scoreboard.release(record.slot)
+            self.on_worker_exit(record, status)
+
+    def on_worker_exit(self, record: WorkerRecord, status: int) -> None:
+        now = time.monotonic()
+        how = describe_status(status)
+        name = f"worker {record.pid} (generation {record.generation.number})"
+        if record.retiring or self.phase in (Phase.STOPPING, Phase.QUITTING):
+            self.log.debug(f"{name} {how}")
+            return
+        clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        if clean:
+            self.log.info(f"{name} {how}; replacing it")
+            return
+        level = "error"
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL and not record.aborted:
+            how += " (out of memory, or killed by an operator)"
+        if now - record.started < HEALTHY_SECONDS:
+            self.note_crash(now)
+            delay = max(0.0, self.next_spawn_at - now)
+            self.log.log(level, f"{name} {how}; respawning in {delay:.1f}s")
+        else:
+            self.crash_streak = 0
+            self.log.log(level, f"{name} {how}; replacing it")
+
+    def note_crash(self, now: float) -> None:
+        """Exponential back-off for a pool whose workers die soon after they start."""
+        self.crash_streak += 1
+        if self.crash_streak >= 2:
+            delay = min(BACKOFF_FIRST * 2 ** (self.crash_streak - 2), BACKOFF_CAP)
+            self.next_spawn_at = max(self.next_spawn_at, now + delay)
+
+    def ping_watchdog(self, now: float) -> None:
+        if self.watchdog_interval and now >= self.next_watchdog and self.phase == Phase.SERVING:
+            sd_notify("WATCHDOG=1")
+            self.next_watchdog = now + self.watchdog_interval
+
+
+def describe_changes(old: Config, new: Config) -> str:
+    """``workers 2→3, docroot /a→/b`` for the keys that differ."""
+    changes = []
+    for name in old.__dataclass_fields__:
+        if name == "source":
+            continue
+        before, after = getattr(old, name), getattr(new, name)
+        if before != after:
+            changes.append(f"{name} {before}→{after}")
+    return ", ".join(changes)
+
+
+def _watchdog_interval() -> float:
+    """Half of systemd's WATCHDOG_USEC, when the watchdog is meant for us."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    owner = os.environ.get("WATCHDOG_PID", str(os.getpid()))
+    if not usec.isdigit() or owner != str(os.getpid()):
+        return 0.0
+    return int(usec) / 2_000_000
+
+
+def _record_only(signum: int, frame: object) -> None:
+    """The wakeup fd already carries the signal number; the loop acts on it."""

@@ -1,0 +1,533 @@
+"""The worker process: one epoll event loop that accepts, reads, answers and logs.
+
+Owns connections (their buffers, deadlines and in-flight file bodies), the accept
+loop, response serialisation, the worker's signals and its scoreboard slot. Must not
+parse HTTP (http.py does), decide what a request means (static.py does), or know
+about other workers and generations (the master does).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+
+from forkserver import SERVER_NAME
+from forkserver.config import Config
+from forkserver.errors import HttpError
+from forkserver.http import Request, parse_request
+from forkserver.logs import AccessLog, AccessRecord, ErrorLog
+from forkserver.scoreboard import Scoreboard, SlotState
+from forkserver.service import drop_privileges
+from forkserver.static import REASONS, FileBody, Plan, StaticSite
+
+RECV_BYTES = 64 * 1024  # one recv; a request head is far smaller (limits.header_bytes)
+ACCEPT_BATCH = 64  # accepts per wake-up before serving the connections we have
+SENDFILE_CHUNK = 2 * 1024 * 1024  # per call, so one large download cannot starve the loop
+SWEEP_SECONDS = 0.25  # how often deadlines, heartbeat, log flush and parent are checked
+EMFILE_PAUSE_SECONDS = 0.5  # accept pause when the descriptor table is full
+LINGER_SECONDS = 2.0  # how long a closing connection's unread input is drained
+ORPHAN_DRAIN_SECONDS = 1.0  # in-flight time granted when the master has died
+
+READING, WRITING, LINGERING = 0, 1, 2
+
+_SIGNALS_HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1)
+
+
+@dataclass(slots=True)
+class WorkerSpec:
+    """What the master hands a freshly forked worker."""
+
+    number: int  # 1-based position in its generation, for the process title
+    generation: int
+    slot: int
+    config: Config
+    listeners: list[socket.socket]
+    scoreboard: Scoreboard
+    master_pid: int
+    error_log: ErrorLog
+    access_log: AccessLog
+    max_requests: int  # 0 = never recycle; jitter already added by the master
+
+
+class Connection:
+    __slots__ = (
+        "client",
+        "close_after",
+        "deadline",
+        "fd",
+        "file",
+        "head_length",
+        "head_started",
+        "inbuf",
+        "log_line",
+        "log_request",
+        "log_status",
+        "outbuf",
+        "phase",
+        "request_started",
+        "response_sent",
+        "sock",
+    )
+
+    def __init__(self, sock: socket.socket, client: str, deadline: float) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.client = client
+        self.inbuf = bytearray()
+        self.outbuf = b""
+        self.file: FileBody | None = None
+        self.phase = READING
+        self.deadline = deadline
+        self.head_started = 0.0  # monotonic time the current head's first byte arrived
+        self.close_after = False
+        self.request_started = 0.0
+        # The response being sent, for the access log once it is done (or aborted).
+        self.log_request: Request | None = None
+        self.log_line = ""  # the raw request line, when the request did not parse
+        self.log_status = 0
+        self.head_length = 0
+        self.response_sent = 0
+
+
+def _client_address(address: object) -> str:
+    if isinstance(address, tuple) and address:
+        host = str(address[0])
+        return host[7:] if host.startswith("::ffff:") else host
+    return "-"
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        config = spec.config
+        self.config = config
+        self.limits = config.limits
+        self.timeouts = config.timeouts
+        self.site = StaticSite(config)
+        self.error_log = spec.error_log
+        self.access_log = spec.access_log
+        self.scoreboard = spec.scoreboard
+        self.slot = spec.slot
+        self.epoll = select.epoll()
+        self.listeners = {sock.fileno(): sock for sock in spec.listeners}
+        self.connections: dict[int, Connection] = {}
+        self.requests = 0
+        self.bytes_sent = 0
+        self.draining = False
+        self.drain_deadline = 0.0
+        self.accept_paused_until = 0.0
+        self.next_sweep = 0.0
+        self.date_second = -1
+        self.date_header = b""
+        self.status_lines = {
+            code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in REASONS.items()
+        }
+        self.wakeup_read, self.wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # -- set-up -------------------------------------------------------------------
+    def install_signals(self) -> None:
+        # Handlers only wake the loop: set_wakeup_fd writes the signal number into our
+        # pipe and the loop dispatches it, so no work happens inside a handler.
+        signal.set_wakeup_fd(self.wakeup_write, warn_on_full_buffer=False)
+        for signum in _SIGNALS_HANDLED:
+            signal.signal(signum, _record_only)
+        # A stray `pkill -HUP` must not kill workers; reload is the master's business.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        for signum in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+    def start_accepting(self) -> None:
+        for fd, sock in self.listeners.items():
+            sock.setblocking(False)
+            # EPOLLEXCLUSIVE: one idle worker wakes per incoming connection, not all.
+            self.epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        self.epoll.register(self.wakeup_read, select.EPOLLIN)
+
+    # -- main loop ----------------------------------------------------------------
+    def run(self) -> int:
+        self.install_signals()
+        self.start_accepting()
+        self.scoreboard.set_state(self.slot, SlotState.SERVING)
+        self.beat()
+        connections = self.connections
+        listeners = self.listeners
+        wakeup = self.wakeup_read
+        poll = self.epoll.poll
+        while True:
+            now = time.monotonic()
+            if now >= self.next_sweep:
+                self.sweep(now)
+                if self.draining and (not connections or now >= self.drain_deadline):
+                    return self.finish()
+            timeout = max(0.0, self.next_sweep - now)
+            for fd, _events in poll(timeout):
+                connection = connections.get(fd)
+                if connection is not None:
+                    if connection.phase == WRITING:
+                        self.on_writable(connection)
+                    elif connection.phase == READING:
+                        self.on_readable(connection)
+                    else:
+                        self.on_lingering(connection)
+                elif fd in listeners:
+                    self.accept_batch(listeners[fd])
+                elif fd == wakeup:
+                    exit_code = self.on_signals()
+                    if exit_code is not None:
+                        return exit_code
+            if self.draining and not connections:
+                return self.finish()
+
+    def finish(self) -> int:
+        self.beat()
+        self.access_log.flush()
+        for connection in list(self.connections.values()):
+            self.close(connection)
+        return 0
+
+    # -- signals ------------------------------------------------------------------
+    def on_signals(self) -> int | None:
+        try:
+            received = os.read(self.wakeup_read, 512)
+        except BlockingIOError:
+            return None
+        for signum in received:
+            if signum in (signal.SIGINT, signal.SIGQUIT):
+                self.access_log.flush()
+                return 0
+            if signum == signal.SIGTERM:
+                self.begin_drain(self.timeouts.graceful, "stopping gracefully")
+            elif signum == signal.SIGUSR1:
+                self.reopen_logs()
+        return None
+
+    def reopen_logs(self) -> None:
+        self.access_log.flush()
+        files = {id(f): f for f in (self.access_log.file, self.error_log.file) if f}
+        for log_file in files.values():
+            try:
+                log_file.reopen()
+            except OSError as exc:
+                self.error_log.error(f"cannot reopen {log_file.path}: {exc.strerror}")
+
+    def begin_drain(self, seconds: float, why: str) -> None:
+        """Stop accepting; finish in-flight responses; close idle keep-alive connections."""
+        if self.draining:
+            return
+        self.draining = True
+        self.drain_deadline = time.monotonic() + seconds
+        self.scoreboard.set_state(self.slot, SlotState.DRAINING)
+        self.error_log.debug(f"worker {why}: {len(self.connections)} connections open")
+        for fd, sock in self.listeners.items():
+            self.epoll.unregister(fd)
+            sock.close()
+        self.listeners.clear()
+        for connection in list(self.connections.values()):
+            if connection.phase == READING and not connection.inbuf:
+                self.linger(connection)
+
+    # -- periodic work ------------------------------------------------------------
+    def sweep(self, now: float) -> None:
+        self.next_sweep = now + SWEEP_SECONDS
+        self.beat()
+        self.access_log.tick(now)
+        if os.getppid() != self.spec.master_pid and not self.draining:
+            self.error_log.warning("master is gone; worker exiting")
+            self.begin_drain(ORPHAN_DRAIN_SECONDS, "orphaned")
+        if self.accept_paused_until and now >= self.accept_paused_until:
+            self.accept_paused_until = 0.0
+            for fd in self.listeners:
+                self.epoll.modify(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        expired = [c for c in self.connections.values() if c.deadline <= now]
+        for connection in expired:
+            self.on_deadline(connection)
+
+    def beat(self) -> None:
+        self.scoreboard.beat(self.slot, self.requests, self.bytes_sent, len(self.connections))
+
+    def on_deadline(self, connection: Connection) -> None:
+        if connection.phase == READING and connection.inbuf:
+            # RFC 9110 §15.5.9: the head did not arrive in time.
+            self.respond_error(connection, HttpError(408, "request head timed out"))
+        else:
+            # Idle keep-alive, a silent new connection, a stalled send, or done lingering.
+            self.close(connection)
+
+    # -- accepting ----------------------------------------------------------------
+    def accept_batch(self, listener: socket.socket) -> None:
+        deadline = time.monotonic() + self.timeouts.header
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, address = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.pause_accepting(exc)
+                # ECONNABORTED and friends: that client is gone; others may be waiting.
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = Connection(sock, _client_address(address), deadline)
+            self.connections[connection.fd] = connection
+            self.epoll.register(connection.fd, select.EPOLLIN)
+
+    def pause_accepting(self, exc: OSError) -> None:
+        # Level-triggered EPOLLIN would wake us again at once and spin the CPU; stop
+        # listening for a moment and let connections finish and free descriptors.
+        if not self.accept_paused_until:
+            self.error_log.warning(f"accept failed ({exc.strerror}); pausing accepts")
+        self.accept_paused_until = time.monotonic() + EMFILE_PAUSE_SECONDS
+        for fd in self.listeners:
+            self.epoll.modify(fd, 0)
+
+    # -- reading and answering ----------------------------------------------------
+    def on_readable(self, connection: Connection) -> None:
+        try:
+            data = connection.sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close(connection)
+            return
+        if not data:
+            self.close(connection)
+            return
+        if not connection.inbuf:
+            connection.head_started = time.monotonic()
+            connection.deadline = connection.head_started + self.timeouts.header
+        connection.inbuf += data
+        self.serve_buffered(connection)
+
+    def serve_buffered(self, connection: Connection) -> None:
+        """Answer every complete request in the buffer, in order, until one blocks."""
+        while connection.phase == READING and connection.inbuf:
+            try:
+                parsed = parse_request(connection.inbuf, self.limits)
+            except HttpError as error:
+                self.respond_error(connection, error)
+                return
+            if parsed is None:
+                return
+            request, consumed = parsed
+            del connection.inbuf[:consumed]
+            connection.request_started = connection.head_started
+            if connection.inbuf:
+                # Pipelined: the next head's clock starts now.
+                connection.head_started = time.monotonic()
+            plan = self.site.plan(request)
+            self.respond(connection, request, plan)
+        if connection.phase == READING and not connection.inbuf:
+            connection.deadline = time.monotonic() + self.timeouts.keepalive
+
+    def respond_error(self, connection: Connection, error: HttpError) -> None:
+        plan = self.site.error_plan(error.status)
+        plan.close = plan.close or error.close
+        if not connection.request_started:
+            connection.request_started = connection.head_started or time.monotonic()
+        line = bytes(connection.inbuf[:1024]).split(b"\r\n", 1)[0].decode("latin-1")
+        self.respond(connection, None, plan, line)
+
+    def respond(
+        self, connection: Connection, request: Request | None, plan: Plan, line: str = ""
+    ) -> None:
+        keep_alive = (
+            request is not None
+            and request.keep_alive
+            and not plan.close
+            and not self.draining
+            and not (self.spec.max_requests and self.requests + 1 >= self.spec.max_requests)
+        )
+        status_line = self.status_lines.get(plan.status) or _status_line(plan.status)
+        parts = [status_line, self.date()]
+        for name, value in plan.headers:
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if not keep_alive:
+            parts.append(b"Connection: close\r\n\r\n")
+        elif request is not None and request.minor == 0:
+            parts.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        head = b"".join(parts)
+        connection.head_length = len(head)
+        connection.outbuf = head + plan.body if plan.body else head
+        connection.file = plan.file
+        connection.close_after = not keep_alive
+        connection.response_sent = 0
+        connection.log_request = request
+        connection.log_line = line
+        connection.log_status = plan.status
+        if request is None:
+            connection.inbuf.clear()  # after a framing error the rest is not trustworthy
+        self.requests += 1
+        self.flush_output(connection)
+
+    def flush_output(self, connection: Connection) -> None:
+        """Send as much as the socket takes; switch to EPOLLOUT if it is full."""
+        sock = connection.sock
+        try:
+            if connection.outbuf:
+                flags = socket.MSG_MORE if connection.file is not None else 0
+                sent = sock.send(connection.outbuf, flags)
+                connection.response_sent += sent
+                self.bytes_sent += sent
+                connection.outbuf = connection.outbuf[sent:]
+            body = connection.file
+            while not connection.outbuf and body is not None:
+                count = os.sendfile(
+                    connection.fd, body.fd, body.offset, min(body.length, SENDFILE_CHUNK)
+                )
+                if count == 0:
+                    self.error_log.error(
+                        f"file shrank while being sent to {connection.client}; closing"
+                    )
+                    self.close(connection)
+                    return
+                body.offset += count
+                body.length -= count
+                connection.response_sent += count
+                self.bytes_sent += count
+                if body.length == 0:
+                    os.close(body.fd)
+                    connection.file = body = None
+                elif count < SENDFILE_CHUNK:
+                    break  # the socket buffer is full; wait for EPOLLOUT
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.close(connection)
+            return
+        if connection.outbuf or connection.file is not None:
+            connection.deadline = time.monotonic() + self.timeouts.send
+            if connection.phase != WRITING:
+                connection.phase = WRITING
+                self.epoll.modify(connection.fd, select.EPOLLOUT)
+            return
+        self.response_done(connection)
+
+    def on_writable(self, connection: Connection) -> None:
+        self.flush_output(connection)
+
+    def response_done(self, connection: Connection) -> None:
+        if self.access_log.enabled:
+            self.log_access(connection)
+        if connection.phase == WRITING:
+            connection.phase = READING
+            self.epoll.modify(connection.fd, select.EPOLLIN)
+        if connection.close_after:
+            if connection.inbuf or connection.log_request is None:
+                self.linger(connection)
+            else:
+                self.close(connection)
+            self.maybe_recycle()
+            return
+        self.maybe_recycle()
+        if connection.inbuf:
+            self.serve_buffered(connection)
+        else:
+            connection.deadline = time.monotonic() + self.timeouts.keepalive
+
+    def maybe_recycle(self) -> None:
+        limit = self.spec.max_requests
+        if limit and self.requests >= limit and not self.draining:
+            self.error_log.info(f"worker served {self.requests} requests; recycling")
+            self.begin_drain(self.timeouts.graceful, "recycling")
+
+    def log_access(self, connection: Connection) -> None:
+        request = connection.log_request
+        if request is None:
+            line, referer, agent = connection.log_line, "", ""
+        else:
+            line = request.line
+            referer = request.headers.get("referer", "")
+            agent = request.headers.get("user-agent", "")
+        body_bytes = max(0, connection.response_sent - connection.head_length)
+        duration = int((time.monotonic() - connection.request_started) * 1_000_000)
+        self.access_log.record(
+            AccessRecord(
+                connection.client, line, connection.log_status, body_bytes,
+                referer, agent, duration,
+            ),
+            time.time(),
+        )
+        connection.log_status = 0
+
+    def date(self) -> bytes:
+        now = int(time.time())
+        if now != self.date_second:
+            self.date_second = now
+            self.date_header = (
+                f"Date: {formatdate(now, usegmt=True)}\r\nServer: {SERVER_NAME}\r\n".encode()
+            )
+        return self.date_header
+
+    # -- closing ------------------------------------------------------------------
+    def linger(self, connection: Connection) -> None:
+        """Half-close and drain unread input before closing.
+
+        Closing a socket with unread bytes makes the kernel send RST, which can destroy
+        the response we just sent before the client reads it (RFC 9112 §9.6).
+        """
+        try:
+            connection.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close(connection)
+            return
+        connection.inbuf.clear()
+        connection.phase = LINGERING
+        connection.deadline = time.monotonic() + LINGER_SECONDS
+        self.epoll.modify(connection.fd, select.EPOLLIN)
+
+    def on_lingering(self, connection: Connection) -> None:
+        try:
+            data = connection.sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close(connection)
+
+    def close(self, connection: Connection) -> None:
+        if self.connections.pop(connection.fd, None) is None:
+            return
+        if connection.log_status and connection.phase == WRITING and self.access_log.enabled:
+            self.log_access(connection)  # an aborted response is still a response
+        if connection.file is not None:
+            os.close(connection.file.fd)
+            connection.file = None
+        # Closing the only descriptor of the socket also removes it from the epoll set.
+        connection.sock.close()
+
+
+def _record_only(signum: int, frame: object) -> None:
+    """The wakeup fd already carries the signal number; the loop acts on it."""
+
+
+def _status_line(status: int) -> bytes:
+    return f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n".encode()
+
+
+def run_worker(
+    *, number: int, generation: int, slot: int, config: Config,
+    listeners: list[socket.socket], scoreboard: Scoreboard, master_pid: int,
+    error_log: ErrorLog, access_log: AccessLog, max_requests: int,
+) -> int:
+    """Entry point in the forked child; returns the exit status for ``os._exit``.
+
+    Privileges are dropped before the docroot is first touched, so the docroot is
+    read as the configured user.
+    """
+    drop_privileges(config.user, config.group)
+    spec = WorkerSpec(
+        number, generation, slot, config, listeners, scoreboard, master_pid,
+        error_log, access_log, max_requests,
+    )
+    return Worker(spec).run()

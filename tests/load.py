@@ -1,0 +1,147 @@
+"""A bounded client load for tests of live operations (reload, stop, scale, …).
+
+Threads of keep-alive clients and new-connection clients fetch known files and
+check every byte. A reused keep-alive connection that the server closed while idle
+(EOF before any byte of the response) is retried on a new connection, as RFC 9112
+§9.3.1 allows for idempotent requests and as every HTTP client does; that is
+counted as ``retried``, not as a failure. Anything else — a reset, a timeout, a
+wrong status or body, a refused connection — is a failure.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# The expected (status, body) for each path; a callable lets the expectation change
+# mid-run (e.g. a docroot switch), accepting either the old or the new content.
+Expectation = Callable[[str, int, bytes], bool]
+
+
+@dataclass
+class LoadResult:
+    requests: int = 0
+    failures: list[str] = field(default_factory=list)
+    resets: int = 0
+    retried: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, message: str) -> None:
+        with self.lock:
+            self.failures.append(message)
+
+    def summary(self) -> str:
+        return (f"{self.requests} requests, {len(self.failures)} failures, "
+                f"{self.resets} resets, {self.retried} idle-close retries; "
+                f"first failures: {self.failures[:5]}")
+
+
+class IdleClosed(Exception):
+    """The server closed a reused connection before answering: retry elsewhere."""
+
+
+def read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, bytes, bool]:
+    """(status, body, server_closes) of one response; raises IdleClosed on early EOF."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            if not buffer:
+                raise IdleClosed
+            raise ConnectionError("connection closed inside a response head")
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get(b"content-length", b"0"))
+    body = bytearray(rest)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed inside a response body")
+        body += chunk
+    buffer[:] = body[length:]
+    closes = headers.get(b"connection", b"").lower() == b"close"
+    return status, bytes(body[:length]), closes
+
+
+def run_load(
+    port: int,
+    paths: list[str],
+    expect: Expectation,
+    seconds: float = 3.0,
+    keepalive_clients: int = 4,
+    fresh_clients: int = 2,
+    max_requests: int = 20000,
+    port_of: Callable[[], int] | None = None,
+) -> LoadResult:
+    """Run the load for ``seconds`` (bounded by ``max_requests``); return the tally."""
+    result = LoadResult()
+    stop_at = time.monotonic() + seconds
+    current_port = port_of or (lambda: port)
+
+    def one(sock: socket.socket, buffer: bytearray, path: str) -> bool:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        status, body, closes = read_response(sock, buffer)
+        with result.lock:
+            result.requests += 1
+        if not expect(path, status, body):
+            result.fail(f"{path}: unexpected {status} ({len(body)} bytes)")
+        return closes
+
+    def client(keep_alive: bool, offset: int) -> None:
+        index = offset
+        sock: socket.socket | None = None
+        buffer = bytearray()
+        reused = False
+        while time.monotonic() < stop_at and result.requests < max_requests:
+            path = paths[index % len(paths)]
+            index += 1
+            try:
+                if sock is None:
+                    sock = socket.create_connection(("127.0.0.1", current_port()), timeout=10)
+                    buffer.clear()
+                    reused = False
+                try:
+                    closes = one(sock, buffer, path)
+                except IdleClosed:
+                    if not reused:
+                        raise ConnectionError("closed before answering a fresh connection")
+                    with result.lock:
+                        result.retried += 1
+                    sock.close()
+                    sock = socket.create_connection(("127.0.0.1", current_port()), timeout=10)
+                    buffer.clear()
+                    closes = one(sock, buffer, path)
+                reused = True
+                if closes or not keep_alive:
+                    sock.close()
+                    sock = None
+            except ConnectionResetError as exc:
+                with result.lock:
+                    result.resets += 1
+                result.fail(f"{path}: reset ({exc})")
+                sock = _discard(sock)
+            except (OSError, ConnectionError, ValueError, IndexError) as exc:
+                result.fail(f"{path}: {type(exc).__name__}: {exc}")
+                sock = _discard(sock)
+        _discard(sock)
+
+    threads = [threading.Thread(target=client, args=(True, i)) for i in range(keepalive_clients)]
+    threads += [threading.Thread(target=client, args=(False, i)) for i in range(fresh_clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=seconds + 30)
+    return result
+
+
+def _discard(sock: socket.socket | None) -> None:
+    if sock is not None:
+        sock.close()
