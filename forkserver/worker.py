@@ -19,7 +19,7 @@ from email.utils import formatdate
 
 from forkserver import SERVER_NAME
 from forkserver.config import Config
-from forkserver.errors import HttpError
+from forkserver.errors import HttpError, StartupError
 from forkserver.http import Request, parse_request
 from forkserver.logs import AccessLog, AccessRecord, ErrorLog
 from forkserver.scoreboard import Scoreboard, SlotState
@@ -338,9 +338,12 @@ class Worker:
     def respond(
         self, connection: Connection, request: Request | None, plan: Plan, line: str = ""
     ) -> None:
+        # A request with a body we never read cannot be followed on this connection:
+        # the body bytes would be parsed as the next request (RFC 9112 §6.3).
         keep_alive = (
             request is not None
             and request.keep_alive
+            and not request.content_length
             and not plan.close
             and not self.draining
             and not (self.spec.max_requests and self.requests + 1 >= self.spec.max_requests)
@@ -526,6 +529,8 @@ def run_worker(
     read as the configured user.
     """
     drop_privileges(config.user, config.group)
+    if not (os.path.isdir(config.docroot) and os.access(config.docroot, os.R_OK | os.X_OK)):
+        raise StartupError(f"docroot {config.docroot} is not a readable directory")
     spec = WorkerSpec(
         number, generation, slot, config, listeners, scoreboard, master_pid,
         error_log, access_log, max_requests,
