@@ -1,0 +1,844 @@
+"""Configuration: YAML file + command-line overrides → a frozen ``Config``.
+
+Owns the schema (keys, types, ranges, defaults), path resolution relative to the
+file, and every validation message. Must not touch sockets, signals or processes:
+it may read files and stat paths, nothing more.
+"""
+
+from __future__ import annotations
+
+import difflib
+import grp
+import math
+import os
+import pwd
+import re
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import yaml
+
+from forkserver.errors import ConfigError
+
+__all__ = [
+    "MAX_WORKERS", "SCHEMA", "Config", "Limits", "Timeouts", "environment_problems",
+    "load_config",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    header: float = 10.0  # whole request head must arrive within this
+    keepalive: float = 15.0  # idle time allowed between requests
+    send: float = 60.0  # a response may make no progress for this long
+    graceful: float = 30.0  # drain time for a graceful stop or a reload
+    worker: float = 30.0  # a worker silent this long is killed and replaced
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    request_line: int = 8190  # longer → 414 (Apache's LimitRequestLine default)
+    header_bytes: int = 16384  # larger head → 431
+    headers: int = 100  # more fields → 431
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    docroot: str = "."  # absolute after loading
+    workers: int = 1  # resolved: ``auto`` becomes the usable CPU count at load time
+    backlog: int = 1024
+    daemon: bool = False
+    pidfile: str | None = None  # absolute after loading
+    user: str | None = None
+    group: str | None = None
+    access_log: str | None = "-"  # "-" = stderr, None = off, else an absolute path
+    error_log: str = "-"  # "-" = stderr, else an absolute path
+    log_level: str = "info"
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    limits: Limits = field(default_factory=Limits)
+    source: str | None = None  # absolute path of the YAML file, None without -c
+
+
+# -- bounds, each with its reason ---------------------------------------------------
+
+# The scoreboard (layer 3, so not importable here) has 1024 slots, and during a reload
+# two generations run side by side; half of it keeps a full reload possible.
+MAX_WORKERS = 512
+# listen(2) takes a C int; the kernel silently caps it at net.core.somaxconn anyway.
+MAX_BACKLOG = 2**31 - 1
+# Deadlines become epoll timeouts in milliseconds (a C int: about 24 days); a day is
+# already far beyond any sensible timeout, so anything longer is surely a typo.
+MAX_SECONDS = 86_400.0
+# "GET / HTTP/1.1" alone is 14 bytes; 64 still serves short paths while refusing a
+# limit so small that nearly every request would get a 414.
+MIN_REQUEST_LINE = 64
+# A whole head must hold a request line, a Host field and a few ordinary fields.
+MIN_HEADER_BYTES = 256
+# Every buffer a worker keeps per connection is bounded by these; beyond 1 MiB a slow
+# client could pin a lot of memory per connection.
+MAX_HEAD_BYTES = 1_048_576
+# HTTP/1.1 requires Host, so at least one field must be allowed.
+MIN_HEADERS = 1
+MAX_HEADERS = 10_000
+LOG_LEVELS = ("debug", "info", "warning", "error")
+COMMAND_LINE = "command line"
+# Ranges are typeset with an en dash (U+2013: "0 to 65535" as in SPEC.md and the docs).
+RANGE_DASH = "\u2013"
+MAX_SHOWN = 60  # a list or mapping quoted in a message is cut to this many characters
+
+
+# -- value checks ---------------------------------------------------------------------
+
+
+class Invalid(Exception):
+    """A value broke a rule; ``reason`` completes the sentence "KEY: VALUE …"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+Check = Callable[[object], object]  # returns the normalized value or raises Invalid
+
+
+def kind_of(value: object) -> str:
+    """What a YAML value is, in words, for "'8080' is a string, expected …"."""
+    if isinstance(value, bool):  # before int: bool is a subclass of int
+        return "a boolean"
+    kinds: tuple[tuple[type, str], ...] = (
+        (str, "a string"), (int, "an integer"), (float, "a number"),
+        (list, "a list"), (dict, "a mapping"),
+    )
+    for kind, words in kinds:
+        if isinstance(value, kind):
+            return words
+    return f"a {type(value).__name__}"
+
+
+def show(value: object) -> str:
+    """A value as the user would recognise it from their YAML."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("inf", ".inf").replace("nan", ".nan")
+    if isinstance(value, str | int | float):
+        return repr(value)  # never shortened: a path must be shown whole
+    # A list or mapping in flow style, shortened: the line number says where the rest is.
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def wrong_type(value: object, expected: str) -> Invalid:
+    if value is None:
+        return Invalid(f"is not allowed here, expected {expected}")
+    return Invalid(f"is {kind_of(value)}, expected {expected}")
+
+
+def integer(minimum: int, maximum: int | None = None) -> Check:
+    expected = "an integer"
+
+    def check(value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong_type(value, expected)
+        if maximum is None and value < minimum:
+            raise Invalid(f"is out of range (must be ≥ {minimum})")
+        if maximum is not None and not minimum <= value <= maximum:
+            raise Invalid(f"is out of range {minimum}{RANGE_DASH}{maximum}")
+        return value
+
+    return check
+
+
+def seconds(value: object) -> object:
+    # An int is fine where seconds are expected ("timeouts.send: 60"), a bool is not.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise wrong_type(value, "a number of seconds")
+    if not math.isfinite(value) or not 0 < value <= MAX_SECONDS:
+        raise Invalid(f"is out of range (must be > 0 and ≤ {MAX_SECONDS:g})")
+    return float(value)
+
+
+def boolean(value: object) -> object:
+    if not isinstance(value, bool):
+        raise wrong_type(value, "true or false")
+    return value
+
+
+def workers_count(value: object) -> object:
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise wrong_type(value, f"an integer 1{RANGE_DASH}{MAX_WORKERS} or 'auto'")
+    return integer(1, MAX_WORKERS)(value)
+
+
+def one_of(options: tuple[str, ...]) -> Check:
+    def check(value: object) -> object:
+        if not isinstance(value, str):
+            raise wrong_type(value, "one of " + ", ".join(options))
+        if value not in options:
+            close = difflib.get_close_matches(value.lower(), options, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise Invalid("is not one of " + ", ".join(options) + hint)
+        return value
+
+    return check
+
+
+def nonblank_string(*, nullable: bool = False, expected: str = "a string") -> Check:
+    def check(value: object) -> object:
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str):
+            raise wrong_type(value, expected + (" or null" if nullable else ""))
+        if not value.strip():
+            raise Invalid("is empty")
+        if value != value.strip() or any(ord(c) < 32 for c in value):
+            # Invisible characters in a name or path are always a copy-paste accident.
+            raise Invalid("contains leading/trailing blanks or control characters")
+        return value
+
+    return check
+
+
+def error_log_path(value: object) -> object:
+    if value is None:
+        raise Invalid("is not allowed: the error log cannot be off (use '-' for stderr)")
+    return nonblank_string(expected="'-' or a path")(value)
+
+
+# -- command-line text → value --------------------------------------------------------
+
+FromText = Callable[[str], object]
+DECIMAL = re.compile(r"[+-]?[0-9]+")
+
+
+def int_from_text(value: str) -> object:
+    if not DECIMAL.fullmatch(value):
+        raise Invalid("is not an integer")
+    return int(value)
+
+
+def workers_from_text(value: str) -> object:
+    return value if value == "auto" else int_from_text(value)
+
+
+def seconds_from_text(value: str) -> object:
+    try:
+        return float(value)
+    except ValueError:
+        raise Invalid("is not a number of seconds") from None
+
+
+def bool_from_text(value: str) -> object:
+    words = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+    if value.lower() not in words:
+        raise Invalid("is not true or false")
+    return words[value.lower()]
+
+
+def as_given(value: str) -> object:
+    return value
+
+
+# -- the schema: every key, its default and its rule, in one table --------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    default: object  # as it would be written in YAML (``workers: auto``, ``docroot: .``)
+    check: Check
+    from_text: FromText = as_given  # how a command-line string becomes a value
+    is_path: bool = False  # resolved against the file's directory (or the cwd)
+
+
+def integer_setting(default: int, minimum: int, maximum: int | None = None) -> Setting:
+    return Setting(default, integer(minimum, maximum), int_from_text)
+
+
+def seconds_setting(default: float) -> Setting:
+    return Setting(default, seconds, seconds_from_text)
+
+
+SCHEMA: dict[str, Setting] = {
+    "host": Setting("127.0.0.1", nonblank_string()),
+    "port": integer_setting(8080, 0, 65535),
+    "docroot": Setting(".", nonblank_string(expected="a path"), is_path=True),
+    "workers": Setting("auto", workers_count, workers_from_text),
+    "backlog": integer_setting(1024, 1, MAX_BACKLOG),
+    "daemon": Setting(False, boolean, bool_from_text),
+    "pidfile": Setting(None, nonblank_string(nullable=True, expected="a path"), is_path=True),
+    "user": Setting(None, nonblank_string(nullable=True, expected="a user name")),
+    "group": Setting(None, nonblank_string(nullable=True, expected="a group name")),
+    "access_log": Setting(
+        "-", nonblank_string(nullable=True, expected="'-' or a path"), is_path=True
+    ),
+    "error_log": Setting("-", error_log_path, is_path=True),
+    "log_level": Setting("info", one_of(LOG_LEVELS)),
+    "timeouts.header": seconds_setting(10),
+    "timeouts.keepalive": seconds_setting(15),
+    "timeouts.send": seconds_setting(60),
+    "timeouts.graceful": seconds_setting(30),
+    "timeouts.worker": seconds_setting(30),
+    "max_requests": integer_setting(0, 0),
+    "max_requests_jitter": integer_setting(0, 0),
+    "limits.request_line": integer_setting(8190, MIN_REQUEST_LINE, MAX_HEAD_BYTES),
+    "limits.header_bytes": integer_setting(16384, MIN_HEADER_BYTES, MAX_HEAD_BYTES),
+    "limits.headers": integer_setting(100, MIN_HEADERS, MAX_HEADERS),
+}
+SECTIONS = frozenset(key.split(".")[0] for key in SCHEMA if "." in key)
+TOP_LEVEL_KEYS = sorted({key.split(".")[0] for key in SCHEMA})
+
+
+# -- where a value came from ----------------------------------------------------------
+
+# A problem sorts by (rank, line): the file's in line order, then the command line's.
+Problem = tuple[tuple[int, int], str]
+FILE_RANK, COMMAND_LINE_RANK, DEFAULT_RANK = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a value came from: names it in messages and anchors its relative paths."""
+
+    where: str  # "conf/site.yaml:7", "command line" or "built-in default"
+    name: str  # "port" in the file, "--port" on the command line
+    base_dir: str  # relative paths resolve against this
+    rank: tuple[int, int]
+
+    def problem(self, value: object, reason: str) -> Problem:
+        return self.rank, f"{self.where}: {self.name}: {show(value)} {reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A known key read from the YAML file: its line and its constructed value."""
+
+    key: str
+    line: int
+    value: object
+
+
+# -- reading the YAML with line marks -------------------------------------------------
+
+
+def read_text(path: str, *, label: str) -> str:
+    """The file's text; ConfigError with one clear line (naming ``label``) when unreadable."""
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError([f"{label}: cannot read the configuration file: {reason}"]) from None
+    try:
+        # utf-8-sig: a BOM left by a Windows editor is not part of the first key.
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{label}:{line}: the file is not UTF-8 text"]) from None
+
+
+# "access_log: -" reads as the start of a list on the same line as its key; since "-"
+# means stderr in this schema, the bare dash is the likeliest cause of this error.
+BARE_DASH_PROBLEM = "sequence entries are not allowed here"
+
+
+def yaml_error_problem(path: str, source: str, exc: yaml.YAMLError) -> str:
+    """``FILE:LINE:COLUMN: YAML syntax error: …`` with 1-based line and column."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        message = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context:
+            context_mark = exc.context_mark
+            started = (
+                f" that starts at line {context_mark.line + 1}, column {context_mark.column + 1}"
+                if context_mark and exc.context.startswith("while") and context_mark != mark
+                else ""
+            )
+            message += f" ({exc.context}{started})"
+        if exc.problem == BARE_DASH_PROBLEM:
+            message += " (for stderr write the dash in quotes: \"-\")"
+        kind = "YAML error" if isinstance(exc, yaml.constructor.ConstructorError) else (
+            "YAML syntax error"
+        )
+        return f"{where}: {kind}: {message}"
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = source.count("\n", 0, exc.position) + 1
+        column = exc.position - (source.rfind("\n", 0, exc.position) + 1) + 1
+        return (
+            f"{path}:{line}:{column}: YAML syntax error: {exc.reason}: "
+            f"#x{exc.character:04x}"
+        )
+    return f"{path}: YAML syntax error: {exc}"
+
+
+class FileReader:
+    """Walks the composed YAML node tree, so each key keeps its line.
+
+    ``safe_load``'s plain dict would lose the lines, silently keep the last of two
+    duplicate keys, and stop at the first bad value; this collects every problem.
+    Values are still built by PyYAML's SafeConstructor, so no tag can run code.
+    """
+
+    def __init__(self, path: str, loader: yaml.SafeLoader) -> None:
+        self.path = path
+        self.loader = loader
+        self.entries: list[Entry] = []
+        self.problems: list[Problem] = []
+
+    def report(self, line: int, key: str, message: str) -> None:
+        self.problems.append(((FILE_RANK, line), f"{self.path}:{line}: {key}: {message}"))
+
+    def read_mapping(self, node: yaml.MappingNode, section: str = "") -> None:
+        prefix = section + "." if section else ""
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            name = self.key_name(key_node)
+            if name is None:
+                shown = show(self.loader.construct_object(key_node)) if isinstance(
+                    key_node, yaml.ScalarNode) else "a list or mapping"
+                self.report(line, prefix + shown, "a key must be a name such as 'port'")
+                continue
+            key = prefix + name
+            if key in first_line:
+                self.report(line, key, f"duplicate key, first given at line {first_line[key]}")
+                continue
+            first_line[key] = line
+            if not section and key in SECTIONS:
+                self.read_section(key, line, value_node)
+            elif key not in SCHEMA or "." in name:  # "timeouts.header" must be nested
+                self.report(line, key, unknown_key(key, nested_in=section))
+            else:
+                self.read_value(key, line, value_node)
+
+    def key_name(self, node: yaml.Node) -> str | None:
+        if not isinstance(node, yaml.ScalarNode):
+            return None
+        name = self.loader.construct_object(node)
+        return name if isinstance(name, str) else None
+
+    def read_section(self, section: str, line: int, node: yaml.Node) -> None:
+        if isinstance(node, yaml.MappingNode):
+            self.read_mapping(node, section)
+        elif node.tag != NULL_TAG:  # "timeouts:" with every child commented out is fine
+            value = self.loader.construct_object(node, deep=True)
+            children = ", ".join(k.partition(".")[2] for k in SCHEMA if k.startswith(section))
+            self.report(line, section, (
+                f"{show(value)} is {kind_of(value)}, expected a mapping of {children}"
+            ))
+
+    def read_value(self, key: str, line: int, node: yaml.Node) -> None:
+        if (
+            isinstance(node, yaml.ScalarNode)
+            and node.tag == INT_TAG
+            and not node.style
+            and SURPRISING_INT.fullmatch(node.value)
+        ):
+            number = self.loader.construct_object(node)
+            self.report(line, key, (
+                f"{show(node.value)} is read by YAML 1.1 as {number}; write it without a "
+                "leading zero or colon, or quote it"
+            ))
+            return
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:  # an unknown tag such as "!env HOME"
+            self.report(line, key, f"unreadable value: {exc.problem}")
+        except (ValueError, TypeError) as exc:  # a bad explicit tag such as "!!int abc"
+            self.report(line, key, f"unreadable value: {exc}")
+        else:
+            self.entries.append(Entry(key, line, value))
+
+
+NULL_TAG = "tag:yaml.org,2002:null"
+INT_TAG = "tag:yaml.org,2002:int"
+# YAML 1.1 reads "0700" as octal 448 and "1:30" as 90 (base 60); neither is what
+# someone writing a port or a count means, so such numbers are refused, not reinterpreted.
+SURPRISING_INT = re.compile(r"[-+]?0[0-7_]+|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+")
+
+
+def read_entries(path: str, source: str) -> tuple[list[Entry], list[Problem]]:
+    """Every known key in the file with its line, and a problem for everything else.
+
+    ``path`` is only used in messages. Raises ConfigError at once for a file that
+    cannot be read as YAML at all or whose top level is not a mapping.
+    """
+    try:
+        # The constructor already scans for forbidden characters (a ReaderError).
+        loader = yaml.SafeLoader(source)
+        root = loader.get_single_node()
+    except yaml.YAMLError as exc:
+        raise ConfigError([yaml_error_problem(path, source, exc)]) from None
+    try:
+        reader = FileReader(path, loader)
+        if root is None or root.tag == NULL_TAG:  # empty, comments, "---": all defaults
+            return [], []
+        if not isinstance(root, yaml.MappingNode):
+            found = "a list" if isinstance(root, yaml.SequenceNode) else "a single value"
+            raise ConfigError([
+                f"{path}:{root.start_mark.line + 1}: the top level must be a mapping of "
+                f"keys such as 'port: 8080', not {found}"
+            ])
+        reader.read_mapping(root)
+        return reader.entries, reader.problems
+    finally:
+        loader.dispose()
+
+
+def unknown_key(key: str, nested_in: str = "") -> str:
+    """"unknown key", plus the closest known key when one is close enough to be a typo."""
+    if nested_in:
+        candidates = [k for k in SCHEMA if k.startswith(nested_in + ".")]
+        close = difflib.get_close_matches(key, candidates, n=1)
+    elif key in SCHEMA:  # "timeouts.header: 5" written flat at the top level
+        head, _, tail = key.partition(".")
+        return f"unknown key (write it nested: '{tail}:' indented under '{head}:')"
+    else:
+        close = difflib.get_close_matches(key, TOP_LEVEL_KEYS, n=1)
+        if not close:  # "keepalive: 5" at the top level belongs in a section
+            leaves = {k.partition(".")[2]: k for k in SCHEMA if "." in k}
+            nested = difflib.get_close_matches(key.rpartition(".")[2], list(leaves), n=1)
+            close = [leaves[nested[0]]] if nested else []
+    return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
+
+
+# -- assembling a Config --------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def pick(values: Mapping[str, object], key: str, kind: type[T]) -> T:
+    value = values[key]
+    assert isinstance(value, kind), (key, value)  # every value passed its check
+    return value
+
+
+def pick_optional(values: Mapping[str, object], key: str) -> str | None:
+    value = values[key]
+    assert value is None or isinstance(value, str), (key, value)
+    return value
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (a cgroup/taskset limit counts, unlike cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not every platform has sched_getaffinity
+        return os.cpu_count() or 1
+
+
+def resolve_path(value: str | None, base_dir: str) -> str | None:
+    """Absolute path; ``-`` (stderr) and None (off) keep their meaning."""
+    if value is None or value == "-":
+        return value
+    return os.path.normpath(os.path.join(base_dir, value))
+
+
+def docroot_problem(value: object, resolved: str, origin: Origin) -> Problem | None:
+    looked = f" (looked for {resolved})" if value != resolved else ""
+    if not os.path.exists(resolved):
+        return origin.problem(value, f"does not exist{looked}")
+    if not os.path.isdir(resolved):
+        return origin.problem(value, f"is not a directory{looked}")
+    return None
+
+
+def limits_problem(values: Mapping[str, object], origins: Mapping[str, Origin]) -> Problem | None:
+    """The head includes the request line, so a smaller head limit makes no sense."""
+    request_line = pick(values, "limits.request_line", int)
+    header_bytes = pick(values, "limits.header_bytes", int)
+    if header_bytes >= request_line:
+        return None
+    origin = origins["limits.header_bytes"]
+    if origin.rank[0] == DEFAULT_RANK:  # only the request line was set: blame it
+        return origins["limits.request_line"].problem(
+            request_line, f"is larger than limits.header_bytes ({header_bytes}), "
+            "and the request head includes the request line"
+        )
+    return origin.problem(
+        header_bytes, f"is smaller than limits.request_line ({request_line}), "
+        "and the request head includes the request line"
+    )
+
+
+class Layers:
+    """Values layered as they arrive: built-in defaults, then the file, then the command line.
+
+    Each offered value is checked where it comes from; a bad one is recorded as a
+    problem and the layer below stays, so one mistake never hides another.
+    """
+
+    def __init__(self, default_dir: str) -> None:
+        self.given: dict[str, object] = {}  # as written, for messages
+        self.values: dict[str, object] = {}  # checked and normalized
+        self.origins: dict[str, Origin] = {}
+        self.problems: list[Problem] = []
+        for key, setting in SCHEMA.items():
+            default = Origin("built-in default", key, default_dir, (DEFAULT_RANK, 0))
+            self.keep(key, setting.default, setting.check(setting.default), default)
+
+    def keep(self, key: str, given: object, value: object, origin: Origin) -> None:
+        self.given[key], self.values[key], self.origins[key] = given, value, origin
+
+    def offer_from_file(self, path: str, file_dir: str, entry: Entry) -> None:
+        origin = Origin(f"{path}:{entry.line}", entry.key, file_dir, (FILE_RANK, entry.line))
+        try:
+            self.keep(entry.key, entry.value, SCHEMA[entry.key].check(entry.value), origin)
+        except Invalid as exc:
+            self.problems.append(origin.problem(entry.value, exc.reason))
+
+    def offer_from_command_line(self, key: str, value: object, command_dir: str) -> None:
+        flag = "--" + key.replace("_", "-")
+        origin = Origin(COMMAND_LINE, flag, command_dir, (COMMAND_LINE_RANK, 0))
+        if key not in SCHEMA:
+            self.problems.append((origin.rank, f"{COMMAND_LINE}: {flag}: not a configuration key"))
+            return
+        setting = SCHEMA[key]
+        typed = value
+        try:
+            # argparse gives text; once read, "--port 99999" is the number 99999, not '99999'.
+            typed = setting.from_text(value) if isinstance(value, str) else value
+            self.keep(key, value, setting.check(typed), origin)
+        except Invalid as exc:
+            self.problems.append(origin.problem(typed, exc.reason))
+
+    def resolve_paths(self) -> None:
+        for key, setting in SCHEMA.items():
+            if setting.is_path:
+                base_dir = self.origins[key].base_dir
+                self.values[key] = resolve_path(pick_optional(self.values, key), base_dir)
+
+    def check_together(self) -> None:
+        """Rules on the final values: the docroot in use exists, the limits agree."""
+        docroot = pick(self.values, "docroot", str)
+        for problem in (
+            docroot_problem(self.given["docroot"], docroot, self.origins["docroot"]),
+            limits_problem(self.values, self.origins),
+        ):
+            if problem is not None:
+                self.problems.append(problem)
+
+
+def load_config(
+    path: str | None, overrides: Mapping[str, object] | None = None, *, cwd: str | None = None
+) -> Config:
+    """Load ``path`` (or the built-in defaults when None) and apply ``overrides``.
+
+    ``overrides`` holds command-line values keyed like the YAML (``host``, ``port``,
+    ``docroot``, ``workers``, ``daemon``, ``pidfile``); they win over the file.
+    Strings are accepted for every override (argparse gives ``"8081"``) and checked
+    by the same rules. Relative paths in the file resolve against the file's
+    directory; those in overrides against ``cwd`` (default: the current directory;
+    a master reloading after daemonizing can pass the directory it started in).
+    Raises ConfigError listing every problem.
+    """
+    try:
+        command_dir = os.path.abspath(cwd) if cwd is not None else os.getcwd()
+    except FileNotFoundError:
+        raise ConfigError(["the current directory no longer exists"]) from None
+    source: str | None = None
+    if path is None:
+        layers = Layers(default_dir=command_dir)
+    else:
+        source = os.path.abspath(os.path.join(command_dir, path))
+        file_dir = os.path.dirname(source)
+        # The default docroot "." is the file's directory, like any relative path in it.
+        layers = Layers(default_dir=file_dir)
+        entries, layers.problems = read_entries(path, read_text(source, label=path))
+        for entry in entries:
+            layers.offer_from_file(path, file_dir, entry)
+    for key, value in (overrides or {}).items():
+        layers.offer_from_command_line(key, value, command_dir)
+    layers.resolve_paths()
+    layers.check_together()
+    if layers.problems:
+        ordered = sorted(layers.problems, key=lambda problem: problem[0])  # stable sort
+        raise ConfigError([message for _, message in ordered])
+    return build_config(layers.values, source)
+
+
+def build_config(values: Mapping[str, object], source: str | None) -> Config:
+    workers = values["workers"]
+    worker_count = min(usable_cpus(), MAX_WORKERS) if workers == "auto" else workers
+    assert isinstance(worker_count, int)
+    return Config(
+        host=pick(values, "host", str),
+        port=pick(values, "port", int),
+        docroot=pick(values, "docroot", str),
+        workers=worker_count,
+        backlog=pick(values, "backlog", int),
+        daemon=pick(values, "daemon", bool),
+        pidfile=pick_optional(values, "pidfile"),
+        user=pick_optional(values, "user"),
+        group=pick_optional(values, "group"),
+        access_log=pick_optional(values, "access_log"),
+        error_log=pick(values, "error_log", str),
+        log_level=pick(values, "log_level", str),
+        timeouts=Timeouts(
+            header=pick(values, "timeouts.header", float),
+            keepalive=pick(values, "timeouts.keepalive", float),
+            send=pick(values, "timeouts.send", float),
+            graceful=pick(values, "timeouts.graceful", float),
+            worker=pick(values, "timeouts.worker", float),
+        ),
+        max_requests=pick(values, "max_requests", int),
+        max_requests_jitter=pick(values, "max_requests_jitter", int),
+        limits=Limits(
+            request_line=pick(values, "limits.request_line", int),
+            header_bytes=pick(values, "limits.header_bytes", int),
+            headers=pick(values, "limits.headers", int),
+        ),
+        source=source,
+    )
+
+
+# -- checks against the live system --------------------------------------------------
+
+READ, WRITE, SEARCH = 4, 2, 1  # the rwx bits of one class (owner, group or other)
+ACL_XATTR = "system.posix_acl_access"
+
+
+def environment_problems(config: Config) -> list[str]:
+    """Checks that need the live system: paths writable, user/group exist, etc.
+
+    Used by ``--check`` and at start-up, after ``load_config`` succeeded. Each problem
+    is one line, ``KEY: VALUE reason``; an empty list means the server can start.
+    """
+    problems = docroot_access_problems(config.docroot)
+    for key, log_path in (("access_log", config.access_log), ("error_log", config.error_log)):
+        if log_path is not None and log_path != "-":
+            problems.extend(writable_file_problems(key, log_path))
+    if config.pidfile is not None:
+        problems.extend(pidfile_problems(config.pidfile))
+    account: pwd.struct_passwd | None = None
+    group_id: int | None = None
+    if config.user is not None:
+        try:
+            account = pwd.getpwnam(config.user)
+        except KeyError:
+            problems.append(f"user: {show(config.user)} does not exist")
+    if config.group is not None:
+        try:
+            group_id = grp.getgrnam(config.group).gr_gid
+        except KeyError:
+            problems.append(f"group: {show(config.group)} does not exist")
+    # Workers only change user when the master runs as root (service.drop_privileges).
+    if account is not None and account.pw_uid != 0 and os.geteuid() == 0:
+        gid = group_id if group_id is not None else account.pw_gid
+        # os.initgroups in the worker gives it these supplementary groups.
+        gids = set(os.getgrouplist(account.pw_name, gid)) | {gid}
+        blocked = unreadable_for(config.docroot, account.pw_uid, gids)
+        if blocked:
+            problems.append(
+                f"user: {show(config.user)} (uid {account.pw_uid}) could not read docroot "
+                f"{config.docroot}: {blocked}"
+            )
+    return problems
+
+
+def docroot_access_problems(docroot: str) -> list[str]:
+    if not os.path.isdir(docroot):
+        return [f"docroot: {show(docroot)} is not an existing directory"]
+    if not os.access(docroot, os.R_OK | os.X_OK):
+        return [f"docroot: {show(docroot)} is not readable and searchable by this user"]
+    return []
+
+
+def creatable_problem(path: str) -> str | None:
+    """Why a file cannot be created at ``path`` (its directory's fault), or None."""
+    directory = os.path.dirname(path) or "."
+    if not os.path.exists(directory):
+        return f"directory {directory} does not exist"
+    if not os.path.isdir(directory):
+        return f"{directory} is not a directory"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"directory {directory} is not writable by this user"
+    return None
+
+
+def writable_file_problems(key: str, path: str) -> list[str]:
+    """A log file is opened for appending: an existing file must be writable, else creatable."""
+    if os.path.isdir(path):
+        return [f"{key}: {show(path)} is a directory"]
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            return [f"{key}: {show(path)} is not writable by this user"]
+        return []
+    reason = creatable_problem(path)
+    return [f"{key}: {show(path)} cannot be created: {reason}"] if reason else []
+
+
+def pidfile_problems(path: str) -> list[str]:
+    """The pidfile is written beside itself and renamed over, so its directory must be writable."""
+    if os.path.isdir(path):
+        return [f"pidfile: {show(path)} is a directory"]
+    reason = creatable_problem(path)
+    return [f"pidfile: {show(path)} cannot be written: {reason}"] if reason else []
+
+
+def unreadable_for(docroot: str, uid: int, gids: set[int]) -> str | None:
+    """Why ``uid``/``gids`` could not list ``docroot``, judged by mode bits, or None.
+
+    The kernel needs search (x) on every directory on the way and read+search on the
+    docroot itself. Both the path as written and its symlink-free form are walked,
+    since a symlink's own directory and its target's directories are all traversed.
+    Mode bits follow the kernel's rule: the owner class applies if the uid owns the
+    file (even when "other" would allow more), else the group class if one of the
+    gids owns it, else "other". A directory with a POSIX ACL is skipped rather than
+    guessed at, so this check may miss a denial but never invents one.
+    """
+    wanted = {directory: SEARCH for path in (docroot, os.path.realpath(docroot))
+              for directory in ancestors(path)}
+    wanted[docroot] = wanted[os.path.realpath(docroot)] = READ | SEARCH
+    for directory, want in wanted.items():
+        try:
+            status = os.stat(directory)
+        except OSError as exc:
+            return f"{directory}: {exc.strerror}"
+        if has_acl(directory) or permits(status, uid, gids, want):
+            continue
+        needed = "read and search" if want & READ else "search"
+        return (
+            f"{directory} needs {needed} permission but has mode "
+            f"{stat.S_IMODE(status.st_mode):04o} (owner uid {status.st_uid}, "
+            f"gid {status.st_gid})"
+        )
+    return None
+
+
+def ancestors(path: str) -> list[str]:
+    """``/srv/www/site`` → ``/``, ``/srv``, ``/srv/www`` (the directories crossed)."""
+    found: list[str] = []
+    parent = os.path.dirname(path)
+    while True:
+        found.append(parent)
+        if parent == os.path.dirname(parent):
+            return found[::-1]
+        parent = os.path.dirname(parent)
+
+
+def permits(status: os.stat_result, uid: int, gids: set[int], want: int) -> bool:
+    if status.st_uid == uid:
+        granted = (status.st_mode >> 6) & 0o7
+    elif status.st_gid in gids:
+        granted = (status.st_mode >> 3) & 0o7
+    else:
+        granted = status.st_mode & 0o7
+    return granted & want == want
+
+
+def has_acl(path: str) -> bool:
+    try:
+        return ACL_XATTR in os.listxattr(path)
+    except OSError:  # no xattr support on this filesystem: no ACL either
+        return False

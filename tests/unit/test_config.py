@@ -1,0 +1,704 @@
+"""config.py: YAML text on disk → Config, or every problem with its file:line.
+
+Real files in tmp_path, real YAML text, no mocks. The tests run as root, so an
+unwritable path is made with a missing directory or a file used as a directory,
+never with permission bits (root ignores them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pwd
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forkserver.config import (
+    MAX_WORKERS,
+    SCHEMA,
+    Config,
+    Limits,
+    Timeouts,
+    environment_problems,
+    load_config,
+)
+from forkserver.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+EN_DASH = "\u2013"  # messages typeset ranges with an en dash, as SPEC.md does
+CPUS = min(len(os.sched_getaffinity(0)), MAX_WORKERS)
+# Every case file starts with these two lines, so the key under test sits on line 3
+# and a wrong line number cannot pass by accident.
+PREAMBLE = "# a site\n# served by forkserver\n"
+
+
+def write(directory: Path, text: str, name: str = "site.yaml") -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def problems_of(load: Callable[[], object]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load()
+    return caught.value.problems
+
+
+# -- defaults -----------------------------------------------------------------------
+
+
+def test_no_file_means_defaults_serving_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None)
+    assert config == Config(docroot=str(tmp_path), workers=CPUS, source=None)
+
+
+def test_the_schema_defaults_agree_with_the_dataclass() -> None:
+    # The schema table is the one place defaults are read from; the dataclass keeps
+    # its own for code that builds a Config directly, and they must never drift.
+    flat = {f.name: getattr(Config(), f.name) for f in dataclasses.fields(Config)}
+    for section in ("timeouts", "limits"):
+        for inner in dataclasses.fields(flat.pop(section)):
+            flat[f"{section}.{inner.name}"] = getattr(getattr(Config(), section), inner.name)
+    for key, setting in SCHEMA.items():
+        if key not in ("docroot", "workers"):  # resolved at load time
+            assert setting.default == flat[key], key
+    assert SCHEMA["workers"].default == "auto"
+    assert SCHEMA["docroot"].default == "."
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "---\n"])
+def test_an_empty_file_means_every_default(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    config = load_config(str(path))
+    # Without a docroot key, "." is the file's directory, like any relative path in it.
+    assert config == Config(docroot=str(tmp_path), workers=CPUS, source=str(path))
+
+
+def test_empty_sections_mean_their_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, "timeouts:\nlimits: {}\n")
+    config = load_config(str(path))
+    assert config.timeouts == Timeouts() and config.limits == Limits()
+
+
+def test_every_key_is_read(tmp_path: Path) -> None:
+    (tmp_path / "www").mkdir()
+    path = write(tmp_path, """\
+host: "::"
+port: 0
+docroot: www
+workers: 3
+backlog: 64
+daemon: true
+pidfile: run.pid
+user: nobody
+group: nogroup
+access_log: null
+error_log: logs/error.log
+log_level: debug
+timeouts:
+  header: 2.5
+  keepalive: 5
+  send: 20
+  graceful: 7
+  worker: 9
+max_requests: 1000
+max_requests_jitter: 50
+limits:
+  request_line: 4096
+  header_bytes: 8192
+  headers: 50
+""")
+    assert load_config(str(path)) == Config(
+        host="::", port=0, docroot=str(tmp_path / "www"), workers=3, backlog=64,
+        daemon=True, pidfile=str(tmp_path / "run.pid"), user="nobody", group="nogroup",
+        access_log=None, error_log=str(tmp_path / "logs/error.log"), log_level="debug",
+        timeouts=Timeouts(header=2.5, keepalive=5.0, send=20.0, graceful=7.0, worker=9.0),
+        max_requests=1000, max_requests_jitter=50,
+        limits=Limits(request_line=4096, header_bytes=8192, headers=50),
+        source=str(path),
+    )
+
+
+def test_whole_seconds_become_floats(tmp_path: Path) -> None:
+    config = load_config(str(write(tmp_path, "timeouts:\n  send: 60\n")))
+    assert config.timeouts.send == 60.0 and isinstance(config.timeouts.send, float)
+
+
+@pytest.mark.parametrize("text", ["", "workers: auto\n"])
+def test_auto_workers_is_the_usable_cpu_count(tmp_path: Path, text: str) -> None:
+    assert load_config(str(write(tmp_path, text))).workers == CPUS
+
+
+# -- one rule, one message, the right line ------------------------------------------
+
+# (text after PREAMBLE, line of the problem in the file, the message after "FILE:LINE: ")
+INVALID = [
+    ("port: 70000\n", 3, f"port: 70000 is out of range 0{EN_DASH}65535"),
+    ("port: -1\n", 3, f"port: -1 is out of range 0{EN_DASH}65535"),
+    ('port: "8080"\n', 3, "port: '8080' is a string, expected an integer"),
+    ("port: true\n", 3, "port: true is a boolean, expected an integer"),
+    ("port: 80.5\n", 3, "port: 80.5 is a number, expected an integer"),
+    ("port:\n", 3, "port: null is not allowed here, expected an integer"),
+    ("port: 0700\n", 3,
+     "port: '0700' is read by YAML 1.1 as 448; write it without a leading zero or colon, "
+     "or quote it"),
+    ("port: 1:30\n", 3,
+     "port: '1:30' is read by YAML 1.1 as 90; write it without a leading zero or colon, "
+     "or quote it"),
+    ("workers: 0\n", 3, f"workers: 0 is out of range 1{EN_DASH}512"),
+    ("workers: 513\n", 3, f"workers: 513 is out of range 1{EN_DASH}512"),
+    ("workers: many\n", 3,
+     f"workers: 'many' is a string, expected an integer 1{EN_DASH}512 or 'auto'"),
+    ("workers: yes\n", 3,
+     f"workers: true is a boolean, expected an integer 1{EN_DASH}512 or 'auto'"),
+    ("backlog: 0\n", 3, f"backlog: 0 is out of range 1{EN_DASH}2147483647"),
+    ('daemon: "yes"\n', 3, "daemon: 'yes' is a string, expected true or false"),
+    ("daemon: 1\n", 3, "daemon: 1 is an integer, expected true or false"),
+    ("pidfile: 5\n", 3, "pidfile: 5 is an integer, expected a path or null"),
+    ('pidfile: ""\n', 3, "pidfile: '' is empty"),
+    ("user: 1000\n", 3, "user: 1000 is an integer, expected a user name or null"),
+    ("group: [a, b]\n", 3, "group: [a, b] is a list, expected a group name or null"),
+    ('access_log: ""\n', 3, "access_log: '' is empty"),
+    ("access_log: {a: 1}\n", 3, "access_log: {a: 1} is a mapping, expected '-' or a path or null"),
+    ("error_log: null\n", 3,
+     "error_log: null is not allowed: the error log cannot be off (use '-' for stderr)"),
+    ("log_level: verbose\n", 3, "log_level: 'verbose' is not one of debug, info, warning, error"),
+    ("log_level: INFO\n", 3,
+     "log_level: 'INFO' is not one of debug, info, warning, error (did you mean 'info'?)"),
+    ("log_level: 3\n", 3,
+     "log_level: 3 is an integer, expected one of debug, info, warning, error"),
+    ('host: ""\n', 3, "host: '' is empty"),
+    ('host: " 10.0.0.1"\n', 3,
+     "host: ' 10.0.0.1' contains leading/trailing blanks or control characters"),
+    ("host: 5\n", 3, "host: 5 is an integer, expected a string"),
+    ("timeouts:\n  header: 0\n", 4, "timeouts.header: 0 is out of range (must be > 0 and ≤ 86400)"),
+    ("timeouts:\n  send: -1\n", 4, "timeouts.send: -1 is out of range (must be > 0 and ≤ 86400)"),
+    ("timeouts:\n  worker: 86401\n", 4,
+     "timeouts.worker: 86401 is out of range (must be > 0 and ≤ 86400)"),
+    ("timeouts:\n  graceful: .inf\n", 4,
+     "timeouts.graceful: .inf is out of range (must be > 0 and ≤ 86400)"),
+    ('timeouts:\n  keepalive: "10"\n', 4,
+     "timeouts.keepalive: '10' is a string, expected a number of seconds"),
+    ("timeouts:\n  header: true\n", 4,
+     "timeouts.header: true is a boolean, expected a number of seconds"),
+    ("max_requests: -1\n", 3, "max_requests: -1 is out of range (must be ≥ 0)"),
+    ("max_requests: 1.5\n", 3, "max_requests: 1.5 is a number, expected an integer"),
+    ("max_requests_jitter: -5\n", 3, "max_requests_jitter: -5 is out of range (must be ≥ 0)"),
+    ("limits:\n  request_line: 63\n", 4,
+     f"limits.request_line: 63 is out of range 64{EN_DASH}1048576"),
+    ("limits:\n  header_bytes: 255\n", 4,
+     f"limits.header_bytes: 255 is out of range 256{EN_DASH}1048576"),
+    ("limits:\n  header_bytes: 2000000\n", 4,
+     f"limits.header_bytes: 2000000 is out of range 256{EN_DASH}1048576"),
+    ("limits:\n  headers: 0\n", 4, f"limits.headers: 0 is out of range 1{EN_DASH}10000"),
+    ("limits:\n  headers: 10001\n", 4, f"limits.headers: 10001 is out of range 1{EN_DASH}10000"),
+    ("limits:\n  header_bytes: 4000\n  request_line: 5000\n", 4,
+     "limits.header_bytes: 4000 is smaller than limits.request_line (5000), and the request "
+     "head includes the request line"),
+    ("limits:\n  request_line: 20000\n", 4,
+     "limits.request_line: 20000 is larger than limits.header_bytes (16384), and the request "
+     "head includes the request line"),
+    ("prot: 8080\n", 3, "prot: unknown key (did you mean 'port'?)"),
+    ("bogus: 1\n", 3, "bogus: unknown key"),
+    ("keepalive: 5\n", 3, "keepalive: unknown key (did you mean 'timeouts.keepalive'?)"),
+    ("timeouts:\n  hedaer: 5\n", 4,
+     "timeouts.hedaer: unknown key (did you mean 'timeouts.header'?)"),
+    ("timeouts.header: 5\n", 3,
+     "timeouts.header: unknown key (write it nested: 'header:' indented under 'timeouts:')"),
+    ("timeouts: 5\n", 3,
+     "timeouts: 5 is an integer, expected a mapping of header, keepalive, send, graceful, worker"),
+    ("limits: [1]\n", 3,
+     "limits: [1] is a list, expected a mapping of request_line, header_bytes, headers"),
+    ("port: 1\nport: 2\n", 4, "port: duplicate key, first given at line 3"),
+    ("limits:\n  headers: 5\n  headers: 6\n", 5,
+     "limits.headers: duplicate key, first given at line 4"),
+    ("1: 2\n", 3, "1: a key must be a name such as 'port'"),
+    ("port: !!int x\n", 3, "port: unreadable value: invalid literal for int() with base 10: 'x'"),
+    ("port: !env PORT\n", 3,
+     "port: unreadable value: could not determine a constructor for the tag '!env'"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "message"), INVALID, ids=[c[0] for c in INVALID])
+def test_each_rule_names_the_key_the_value_and_the_line(
+    tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    path = write(tmp_path, PREAMBLE + text)
+    assert problems_of(lambda: load_config(str(path))) == [f"{path}:{line}: {message}"]
+
+
+def test_a_missing_docroot_names_what_was_looked_for(tmp_path: Path) -> None:
+    path = write(tmp_path, PREAMBLE + "docroot: nowhere\n")
+    assert problems_of(lambda: load_config(str(path))) == [
+        f"{path}:3: docroot: 'nowhere' does not exist (looked for {tmp_path / 'nowhere'})"
+    ]
+
+
+def test_a_docroot_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("hi")
+    path = write(tmp_path, PREAMBLE + f"docroot: {tmp_path / 'index.html'}\n")
+    assert problems_of(lambda: load_config(str(path))) == [
+        f"{path}:3: docroot: '{tmp_path / 'index.html'}' is not a directory"
+    ]
+
+
+def test_messages_name_the_file_as_it_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf").mkdir()
+    write(tmp_path / "conf", "# sample\n\n\n\n\n\nport: 70000\n")
+    monkeypatch.chdir(tmp_path)
+    assert problems_of(lambda: load_config("conf/site.yaml")) == [
+        f"conf/site.yaml:7: port: 70000 is out of range 0{EN_DASH}65535"
+    ]
+
+
+def test_every_problem_is_reported_together_in_file_order(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+bogus: 1
+port: 70000
+timeouts:
+  header: 0
+workers: 0
+log_level: loud
+docroot: missing
+""")
+    assert problems_of(lambda: load_config(str(path))) == [
+        f"{path}:1: bogus: unknown key",
+        f"{path}:2: port: 70000 is out of range 0{EN_DASH}65535",
+        f"{path}:4: timeouts.header: 0 is out of range (must be > 0 and ≤ 86400)",
+        f"{path}:5: workers: 0 is out of range 1{EN_DASH}512",
+        f"{path}:6: log_level: 'loud' is not one of debug, info, warning, error",
+        f"{path}:7: docroot: 'missing' does not exist (looked for {tmp_path / 'missing'})",
+    ]
+
+
+# -- files that cannot be read as a configuration -----------------------------------
+
+YAML_ERRORS = [
+    ("port: 8080\nhost: [oops\n", "3:1",
+     "expected ',' or ']', but got '<stream end>' (while parsing a flow sequence that "
+     "starts at line 2, column 7)"),
+    ('port: 8080\nhost: "oops\n', "3:1",
+     "found unexpected end of stream (while scanning a quoted scalar that starts at "
+     "line 2, column 7)"),
+    ("host: ::\n", "1:8", "mapping values are not allowed here"),
+    ("port: 8080\n  host: x\n", "2:7", "mapping values are not allowed here"),
+    ("timeouts:\n\theader: 5\n", "2:1",
+     "found character '\\t' that cannot start any token (while scanning for the next token)"),
+    ("error_log: -\n", "1:12",
+     'sequence entries are not allowed here (for stderr write the dash in quotes: "-")'),
+    ("port: 1\n\x07\n", "2:1", "special characters are not allowed: #x0007"),
+    ("port: 1\n---\nport: 2\n", "2:1",
+     "but found another document (expected a single document in the stream)"),
+]
+
+
+@pytest.mark.parametrize(("text", "where", "message"), YAML_ERRORS, ids=[c[0] for c in YAML_ERRORS])
+def test_yaml_syntax_errors_give_line_and_column(
+    tmp_path: Path, text: str, where: str, message: str
+) -> None:
+    path = write(tmp_path, text)
+    assert problems_of(lambda: load_config(str(path))) == [
+        f"{path}:{where}: YAML syntax error: {message}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "found"), [("- port: 8080\n", "a list"), ("port 8080\n", "a single value")]
+)
+def test_a_top_level_that_is_not_a_mapping_is_one_problem(
+    tmp_path: Path, text: str, found: str
+) -> None:
+    path = write(tmp_path, text)
+    assert problems_of(lambda: load_config(str(path))) == [
+        f"{path}:1: the top level must be a mapping of keys such as 'port: 8080', not {found}"
+    ]
+
+
+def test_a_missing_file_is_one_clear_problem(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    assert problems_of(lambda: load_config(str(path))) == [
+        f"{path}: cannot read the configuration file: No such file or directory"
+    ]
+
+
+def test_a_directory_given_as_the_file_is_one_clear_problem(tmp_path: Path) -> None:
+    assert problems_of(lambda: load_config(str(tmp_path))) == [
+        f"{tmp_path}: cannot read the configuration file: Is a directory"
+    ]
+
+
+def test_a_file_that_is_not_utf8_is_one_clear_problem(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"port: 8080\nhost: caf\xe9\n")
+    assert problems_of(lambda: load_config(str(path))) == [
+        f"{path}:2: the file is not UTF-8 text"
+    ]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_key(tmp_path: Path) -> None:
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbfport: 9000\n")
+    assert load_config(str(path)).port == 9000
+
+
+def test_python_tags_never_construct_anything(tmp_path: Path) -> None:
+    path = write(tmp_path, "host: !!python/object/apply:os.getcwd []\n")
+    (problem,) = problems_of(lambda: load_config(str(path)))
+    assert problem.startswith(f"{path}:1: host: unreadable value: could not determine")
+
+
+# -- paths ----------------------------------------------------------------------------
+
+
+def test_relative_paths_resolve_against_the_files_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    (site / "conf").mkdir(parents=True)
+    (site / "static").mkdir()
+    write(site / "conf", """\
+docroot: ../static
+pidfile: run/forkserver.pid
+access_log: logs/access.log
+error_log: ./logs/../logs/error.log
+""")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config("../site/conf/site.yaml")
+    assert config.docroot == str(site / "static")
+    assert config.pidfile == str(site / "conf/run/forkserver.pid")
+    assert config.access_log == str(site / "conf/logs/access.log")
+    assert config.error_log == str(site / "conf/logs/error.log")
+    assert config.source == str(site / "conf/site.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "access_log", "error_log"),
+    [
+        ('access_log: "-"\nerror_log: "-"\n', "-", "-"),
+        ("access_log: '-'\n", "-", "-"),
+        ("access_log: null\n", None, "-"),
+        ("access_log: ~\n", None, "-"),
+        ("access_log: /var/log/a.log\nerror_log: /var/log/e.log\n",
+         "/var/log/a.log", "/var/log/e.log"),
+    ],
+)
+def test_dash_and_null_keep_their_meaning(
+    tmp_path: Path, text: str, access_log: str | None, error_log: str
+) -> None:
+    config = load_config(str(write(tmp_path, text)))
+    assert (config.access_log, config.error_log) == (access_log, error_log)
+
+
+# -- command-line overrides -----------------------------------------------------------
+
+
+def test_overrides_win_over_the_file_and_their_paths_follow_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    path = write(conf, "host: 127.0.0.1\nport: 8080\nworkers: 2\ndaemon: true\n"
+                 "pidfile: file.pid\ndocroot: .\n")
+    (tmp_path / "cwd" / "www").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "cwd")
+    config = load_config(str(path), {
+        "host": "0.0.0.0", "port": "8081", "workers": "4", "daemon": False,
+        "pidfile": "cli.pid", "docroot": "www",
+    })
+    assert (config.host, config.port, config.workers, config.daemon) == ("0.0.0.0", 8081, 4, False)
+    assert config.pidfile == str(tmp_path / "cwd" / "cli.pid")
+    assert config.docroot == str(tmp_path / "cwd" / "www")
+
+
+def test_overrides_may_arrive_already_typed(tmp_path: Path) -> None:
+    config = load_config(None, {"port": 0, "workers": 3, "docroot": str(tmp_path)})
+    assert (config.port, config.workers, config.docroot) == (0, 3, str(tmp_path))
+
+
+def test_auto_workers_from_the_command_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "workers: 2\n")
+    assert load_config(str(path), {"workers": "auto"}).workers == CPUS
+
+
+def test_relative_override_paths_can_follow_a_given_directory(tmp_path: Path) -> None:
+    # A master reloading after daemonizing (cwd "/") passes the directory it started in.
+    (tmp_path / "www").mkdir()
+    config = load_config(None, {"docroot": "www"}, cwd=str(tmp_path))
+    assert config.docroot == str(tmp_path / "www")
+
+
+OVERRIDE_PROBLEMS = [
+    ({"port": "99999"}, f"command line: --port: 99999 is out of range 0{EN_DASH}65535"),
+    ({"port": "eighty"}, "command line: --port: 'eighty' is not an integer"),
+    ({"port": "80.0"}, "command line: --port: '80.0' is not an integer"),
+    ({"workers": "0"}, f"command line: --workers: 0 is out of range 1{EN_DASH}512"),
+    ({"workers": "x"}, "command line: --workers: 'x' is not an integer"),
+    ({"host": ""}, "command line: --host: '' is empty"),
+    ({"pidfile": ""}, "command line: --pidfile: '' is empty"),
+    ({"daemon": "maybe"}, "command line: --daemon: 'maybe' is not true or false"),
+    ({"docroot": "no/such/dir"}, "command line: --docroot: 'no/such/dir' does not exist "
+                                 "(looked for {cwd}/no/such/dir)"),
+    ({"colour": "blue"}, "command line: --colour: not a configuration key"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), OVERRIDE_PROBLEMS)
+def test_overrides_are_validated_by_the_same_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, object], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert problems_of(lambda: load_config(None, overrides)) == [
+        message.format(cwd=tmp_path)
+    ]
+
+
+def test_file_problems_come_first_then_the_command_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "port: 70000\nworkers: 0\n")
+    assert problems_of(lambda: load_config(str(path), {"port": "-1", "workers": "2"})) == [
+        # The file's own mistakes are reported even where the command line overrides
+        # them: the file must be valid on its own for a reload or another command.
+        f"{path}:1: port: 70000 is out of range 0{EN_DASH}65535",
+        f"{path}:2: workers: 0 is out of range 1{EN_DASH}512",
+        f"command line: --port: -1 is out of range 0{EN_DASH}65535",
+    ]
+
+
+def test_an_overridden_docroot_is_not_required_to_exist_in_the_file(tmp_path: Path) -> None:
+    # Existence is a property of the value in use, not a rule of the file's syntax.
+    path = write(tmp_path, "docroot: gone\n")
+    assert load_config(str(path), {"docroot": str(tmp_path)}).docroot == str(tmp_path)
+
+
+# -- the sample configuration ---------------------------------------------------------
+
+
+def test_the_sample_configuration_loads_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(str(REPO / "conf" / "site.yaml"))
+    assert config == Config(docroot=str(REPO / "static"), workers=CPUS,
+                            source=str(REPO / "conf" / "site.yaml"))
+    assert environment_problems(config) == []
+
+
+def test_the_sample_configuration_shows_every_key_with_its_default() -> None:
+    document = yaml.safe_load((REPO / "conf" / "site.yaml").read_text())
+    shown = {
+        f"{key}.{inner}" if isinstance(value, dict) else key: inner_value
+        for key, value in document.items()
+        for inner, inner_value in (value.items() if isinstance(value, dict) else [(key, value)])
+    }
+    assert set(shown) == set(SCHEMA)
+    for key, setting in SCHEMA.items():
+        if key != "docroot":  # the sample serves ../static
+            assert shown[key] == setting.default, key
+
+
+# -- robustness -----------------------------------------------------------------------
+
+YAMLISH = st.text(alphabet="abcdeilmoprstuw:{}[],-#'\"!&*?|>. \n\t0123456789", max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(YAMLISH)
+def test_any_text_gives_a_config_or_a_config_error_never_a_crash(text: str) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "fuzz.yaml")
+        with open(path, "w") as stream:
+            stream.write(text)
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            assert exc.problems and all(p.startswith(path) for p in exc.problems)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=-(2**40), max_value=2**40))
+def test_a_port_is_accepted_exactly_when_it_is_in_range(port: int) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "port.yaml")
+        with open(path, "w") as stream:
+            stream.write(f"port: {port}\n")
+        if 0 <= port <= 65535:
+            assert load_config(path).port == port
+        else:
+            with pytest.raises(ConfigError, match=f"out of range 0{EN_DASH}65535"):
+                load_config(path)
+
+
+# -- environment_problems ------------------------------------------------------------
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory anyone may enter (tmp_path's parents are 0700, which would hide it)."""
+    directory = Path(tempfile.mkdtemp(prefix="forkserver-config-", dir="/tmp"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory)
+
+
+def config_in(tmp_path: Path, **changes: Any) -> Config:
+    return dataclasses.replace(load_config(None, {"docroot": str(tmp_path)}), **changes)
+
+
+def test_a_sound_environment_has_no_problems(tmp_path: Path) -> None:
+    config = config_in(
+        tmp_path, access_log=str(tmp_path / "access.log"), error_log=str(tmp_path / "e.log"),
+        pidfile=str(tmp_path / "forkserver.pid"),
+    )
+    (tmp_path / "e.log").write_text("an existing log is appended to\n")
+    assert environment_problems(config) == []
+
+
+def test_stderr_and_disabled_logs_need_no_checks(tmp_path: Path) -> None:
+    assert environment_problems(config_in(tmp_path, access_log=None, error_log="-")) == []
+
+
+def test_unwritable_log_and_pid_paths_are_each_reported(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-dir").mkdir()
+    config = config_in(
+        tmp_path,
+        access_log=str(tmp_path / "missing" / "access.log"),
+        error_log=str(tmp_path / "a-file" / "error.log"),
+        pidfile=str(tmp_path / "a-dir"),
+    )
+    assert environment_problems(config) == [
+        f"access_log: '{tmp_path}/missing/access.log' cannot be created: "
+        f"directory {tmp_path}/missing does not exist",
+        f"error_log: '{tmp_path}/a-file/error.log' cannot be created: "
+        f"{tmp_path}/a-file is not a directory",
+        f"pidfile: '{tmp_path}/a-dir' is a directory",
+    ]
+
+
+def test_a_log_path_that_is_a_directory_is_reported(tmp_path: Path) -> None:
+    config = config_in(tmp_path, access_log=str(tmp_path))
+    assert environment_problems(config) == [f"access_log: '{tmp_path}' is a directory"]
+
+
+def test_a_pidfile_in_a_missing_directory_is_reported(tmp_path: Path) -> None:
+    config = config_in(tmp_path, pidfile=str(tmp_path / "run" / "x.pid"))
+    assert environment_problems(config) == [
+        f"pidfile: '{tmp_path}/run/x.pid' cannot be written: "
+        f"directory {tmp_path}/run does not exist"
+    ]
+
+
+def test_a_docroot_removed_after_loading_is_reported(tmp_path: Path) -> None:
+    config = config_in(tmp_path, docroot=str(tmp_path / "gone"))
+    assert environment_problems(config) == [
+        f"docroot: '{tmp_path}/gone' is not an existing directory"
+    ]
+
+
+def test_missing_user_and_group_are_reported(tmp_path: Path) -> None:
+    config = config_in(tmp_path, user="no-such-user-x", group="no-such-group-x")
+    assert environment_problems(config) == [
+        "user: 'no-such-user-x' does not exist",
+        "group: 'no-such-group-x' does not exist",
+    ]
+
+
+def unprivileged_account() -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        return None
+
+
+NOBODY = unprivileged_account()
+needs_root_and_nobody = pytest.mark.skipif(
+    os.geteuid() != 0 or NOBODY is None, reason="needs root and a 'nobody' account"
+)
+
+
+@needs_root_and_nobody
+def test_the_workers_user_must_be_able_to_reach_the_docroot(open_dir: Path) -> None:
+    assert NOBODY is not None
+    private = open_dir / "private"
+    (private / "www").mkdir(parents=True)
+    private.chmod(0o700)
+    config = config_in(open_dir, docroot=str(private / "www"), user="nobody")
+    assert environment_problems(config) == [
+        f"user: 'nobody' (uid {NOBODY.pw_uid}) could not read docroot {private / 'www'}: "
+        f"{private} needs search permission but has mode 0700 (owner uid 0, gid 0)"
+    ]
+
+
+@needs_root_and_nobody
+def test_the_workers_user_must_be_able_to_list_the_docroot(open_dir: Path) -> None:
+    www = open_dir / "www"
+    www.mkdir()
+    www.chmod(0o711)  # searchable but not listable by others
+    (problem,) = environment_problems(config_in(open_dir, docroot=str(www), user="nobody"))
+    assert problem.endswith(
+        f"{www} needs read and search permission but has mode 0711 (owner uid 0, gid 0)"
+    )
+
+
+@needs_root_and_nobody
+def test_owner_and_group_grants_are_honoured(open_dir: Path) -> None:
+    assert NOBODY is not None
+    owned = open_dir / "owned"
+    owned.mkdir()
+    owned.chmod(0o700)
+    os.chown(owned, NOBODY.pw_uid, -1)
+    grouped = open_dir / "grouped"
+    grouped.mkdir()
+    grouped.chmod(0o750)
+    os.chown(grouped, 0, NOBODY.pw_gid)
+    for docroot in (owned, grouped):
+        config = config_in(open_dir, docroot=str(docroot), user="nobody")
+        assert environment_problems(config) == [], docroot
+
+
+@needs_root_and_nobody
+def test_the_owner_class_decides_even_when_other_would_allow(open_dir: Path) -> None:
+    # The kernel uses the owner bits alone for the owner: 0077 locks the owner out.
+    assert NOBODY is not None
+    locked = open_dir / "locked"
+    locked.mkdir()
+    locked.chmod(0o077)
+    os.chown(locked, NOBODY.pw_uid, -1)
+    (problem,) = environment_problems(config_in(open_dir, docroot=str(locked), user="nobody"))
+    assert f"{locked} needs read and search permission but has mode 0077" in problem
+
+
+@needs_root_and_nobody
+def test_a_symlinked_docroot_is_judged_by_its_target(open_dir: Path) -> None:
+    hidden = open_dir / "hidden"
+    (hidden / "www").mkdir(parents=True)
+    hidden.chmod(0o700)
+    (open_dir / "link").symlink_to(hidden / "www")
+    config = config_in(open_dir, docroot=str(open_dir / "link"), user="nobody")
+    (problem,) = environment_problems(config)
+    assert problem.endswith(
+        f"{hidden} needs search permission but has mode 0700 (owner uid 0, gid 0)"
+    )
+
+
+def test_the_readability_check_is_skipped_when_not_root_or_user_is_root(tmp_path: Path) -> None:
+    # Not root: workers keep our identity and os.access already judged the docroot.
+    # user "root": nothing is dropped. Either way the mode-bit walk does not apply.
+    private = tmp_path / "private"
+    private.mkdir()
+    private.chmod(0o700)
+    assert environment_problems(config_in(private, user="root")) == []
