@@ -27,7 +27,13 @@ from forkserver.errors import ConfigError, StartupError
 from forkserver.listeners import INHERIT_ENV, bind_listener, describe, same_address
 from forkserver.logs import AccessLog, ErrorLog, LogFile
 from forkserver.scoreboard import Scoreboard, SlotState
-from forkserver.service import Pidfile, sd_notify, set_title
+from forkserver.service import (
+    Pidfile,
+    hand_over_logs,
+    sd_notify,
+    set_title,
+    watchdog_interval,
+)
 
 LOOP_SECONDS = 0.2  # longest sleep of the master loop: bounds respawn and readiness delay
 BOOT_POLL_SECONDS = 0.02  # sleep while a generation boots, so readiness is seen promptly
@@ -38,6 +44,10 @@ ABORT_GRACE_SECONDS = 2.0  # SIGABRT → SIGKILL for a worker that missed its he
 FAST_STOP_SECONDS = 1.0  # INT/QUIT: workers get this long before SIGKILL
 KILL_MARGIN_SECONDS = 1.0  # after timeouts.graceful, before SIGKILL of a draining worker
 UPGRADE_FROM_ENV = "FORKSERVER_UPGRADE_FROM"  # pid of the master we are replacing
+SOCKET_ACTIVATED_ENV = "FORKSERVER_SOCKET_ACTIVATED"  # "1": inherited fds came from systemd
+FRESH_HEARTBEAT_SECONDS = 2.0  # a worker that beat this recently is alive (it beats at 4 Hz)
+STATUS_SECONDS = 5.0  # how often systemd's STATUS= is refreshed while serving
+EXIT_CANNOT_START = 3  # a worker's exit status when it could not get ready to serve
 
 _MASTER_SIGNALS = (
     signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
@@ -101,7 +111,10 @@ def describe_status(status: int) -> str:
             name = str(signum)
         return f"killed by signal {name}"
     if os.WIFEXITED(status):
-        return f"exited with status {os.WEXITSTATUS(status)}"
+        code = os.WEXITSTATUS(status)
+        return f"exited with status {code}" + (
+            " (could not start)" if code == EXIT_CANNOT_START else ""
+        )
     return f"ended (wait status {status})"
 
 
@@ -131,8 +144,10 @@ class Master:
         self.next_spawn_at = 0.0
         self.upgrade_child = 0
         self.upgrade_from = int(os.environ.pop(UPGRADE_FROM_ENV, "0") or 0)
-        self.watchdog_interval = _watchdog_interval()
+        self.watchdog_interval = watchdog_interval(os.getpid())
         self.next_watchdog = 0.0
+        self.next_status = 0.0
+        self.on_ready: Callable[[], None] | None = None  # daemon mode: tell the launcher
         self.wakeup_read, self.wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- logs and generations -----------------------------------------------------
@@ -150,9 +165,20 @@ class Master:
     ) -> Generation:
         error_log = ErrorLog(self.log_file(config.error_log), config.log_level)
         access_file = self.log_file(config.access_log) if config.access_log else None
+        # A root master's workers run as config.user: they must be able to reopen.
+        hand_over_logs([error_log.file.fd, access_file.fd if access_file else -1],
+                       config.user, config.group)
         return Generation(
             number, config, listeners, error_log, AccessLog(access_file), config.workers
         )
+
+    def release_finished_generations(self) -> None:
+        """Forget older generations whose last worker has gone."""
+        for old in self.generations:
+            if old is not self.generation and not any(
+                w.generation is old for w in self.workers.values()
+            ):
+                self.forget_generation(old)
 
     def forget_generation(self, old: Generation) -> None:
         """Close what only a finished generation used: listeners and log files."""
@@ -177,6 +203,7 @@ class Master:
 
     def run(self) -> int:
         self.pid = os.getpid()  # daemonizing changes it after __init__
+        self.watchdog_interval = watchdog_interval(self.pid)
         self.install_signals()
         for sock in self.generation.listeners:
             self.log.info(f"listening on {describe(sock)}")
@@ -198,6 +225,7 @@ class Master:
                 self.enforce_retirement(now)
                 self.maintain_pool(now)
                 self.advance_generations()
+                self.release_finished_generations()
                 self.ping_watchdog(now)
             # While a generation boots, look at the scoreboard often so readiness (and
             # the retirement of the old generation) is not delayed by a whole turn.
@@ -249,7 +277,10 @@ class Master:
         if self.phase in (Phase.STOPPING, Phase.QUITTING):
             return
         self.log.info("TERM received: graceful stop")
-        sd_notify("STOPPING=1")
+        if not self.upgrade_child:
+            # After an upgrade the TERM comes from our successor, which systemd already
+            # knows as MAINPID: a STOPPING=1 from us would stop the whole service.
+            sd_notify("STOPPING=1")
         self.phase = Phase.STOPPING
         graceful = max(g.config.timeouts.graceful for g in self.generations)
         self.stop_deadline = time.monotonic() + graceful + KILL_MARGIN_SECONDS
@@ -288,6 +319,11 @@ class Master:
                 log_file.reopen()
             except OSError as exc:
                 self.log.error(f"cannot reopen {log_file.path}: {exc.strerror}")
+        config = self.generation.config
+        try:
+            hand_over_logs([f.fd for f in self.log_files.values()], config.user, config.group)
+        except (OSError, StartupError) as exc:
+            self.log.error(f"cannot hand the log files to {config.user}: {exc}")
         self.log.info("log files reopened")
         self.kill_all(signal.SIGUSR1)
 
@@ -306,7 +342,9 @@ class Master:
     def reload(self, source: str | None) -> None:
         old = self.generation
         try:
-            config = load_config(source, self.start.overrides)
+            # Relative command-line paths mean what they meant at start-up, even after
+            # daemonizing changed the working directory to /.
+            config = load_config(source, self.start.overrides, cwd=self.start.cwd)
         except ConfigError as exc:
             for problem in exc.problems:
                 self.log.error(f"reload: {problem}")
@@ -349,6 +387,8 @@ class Master:
         env = dict(os.environ)
         env[INHERIT_ENV] = ",".join(str(s.fileno()) for s in listeners)
         env[UPGRADE_FROM_ENV] = str(self.pid)
+        if self.socket_activated:
+            env[SOCKET_ACTIVATED_ENV] = "1"
         argv = [sys.executable, "-m", "forkserver", *self.start.argv]
         try:
             pid = os.fork()
@@ -359,6 +399,8 @@ class Master:
             try:
                 signal.set_wakeup_fd(-1)
                 os.chdir(self.start.cwd)
+                if "WATCHDOG_PID" in env:  # the watchdog follows MAINPID to the new master
+                    env["WATCHDOG_PID"] = str(os.getpid())
                 os.execve(sys.executable, argv, env)
             finally:
                 os._exit(1)
@@ -416,7 +458,7 @@ class Master:
             )
         except StartupError as exc:
             generation.error_log.error(f"worker cannot start: {exc}")
-            code = 3
+            code = EXIT_CANNOT_START
         except BaseException:
             text = traceback.format_exc().rstrip().replace("\n", " | ")
             generation.error_log.error(f"worker crashed: {text}")
@@ -464,9 +506,6 @@ class Master:
                 f"retiring {len(old)} old workers"
             )
             sd_notify("READY=1\n" + self.status_line())
-        for stale in [g for g in self.generations if g is not generation]:
-            if not any(w.generation is stale for w in self.workers.values()):
-                self.forget_generation(stale)
 
     def announce_ready(self) -> None:
         if self.upgrade_from:
@@ -481,6 +520,9 @@ class Master:
             self.log.info(f"upgrade: serving; asked the old master {self.upgrade_from} to retire")
             self.upgrade_from = 0
         sd_notify("READY=1\n" + self.status_line())
+        if self.on_ready is not None:
+            self.on_ready()
+            self.on_ready = None
 
     def status_line(self) -> str:
         live = [self.scoreboard.read(w.slot) for w in self.workers.values()]
@@ -587,9 +629,28 @@ class Master:
             self.next_spawn_at = max(self.next_spawn_at, now + delay)
 
     def ping_watchdog(self, now: float) -> None:
-        if self.watchdog_interval and now >= self.next_watchdog and self.phase == Phase.SERVING:
-            sd_notify("WATCHDOG=1")
+        """WATCHDOG=1 while healthy (STATUS= rides along), and STATUS= every few seconds.
+
+        Healthy: serving, and at least one worker has beaten its heartbeat lately. A
+        pool stuck in a crash loop or wedged as a whole stops the pings, so systemd's
+        WatchdogSec= restarts the service; a hung master stops them by itself.
+        """
+        if self.phase != Phase.SERVING:
+            return
+        if self.watchdog_interval and now >= self.next_watchdog and self.healthy(now):
+            sd_notify("WATCHDOG=1\n" + self.status_line())
             self.next_watchdog = now + self.watchdog_interval
+            self.next_status = now + STATUS_SECONDS
+        elif now >= self.next_status:
+            sd_notify(self.status_line())
+            self.next_status = now + STATUS_SECONDS
+
+    def healthy(self, now: float) -> bool:
+        for record in self.workers.values():
+            slot = self.scoreboard.read(record.slot)
+            if slot.state == SlotState.SERVING and now - slot.heartbeat < FRESH_HEARTBEAT_SECONDS:
+                return True
+        return False
 
 
 def describe_changes(old: Config, new: Config) -> str:
@@ -602,15 +663,6 @@ def describe_changes(old: Config, new: Config) -> str:
         if before != after:
             changes.append(f"{name} {before}→{after}")
     return ", ".join(changes)
-
-
-def _watchdog_interval() -> float:
-    """Half of systemd's WATCHDOG_USEC, when the watchdog is meant for us."""
-    usec = os.environ.get("WATCHDOG_USEC", "")
-    owner = os.environ.get("WATCHDOG_PID", str(os.getpid()))
-    if not usec.isdigit() or owner != str(os.getpid()):
-        return 0.0
-    return int(usec) / 2_000_000
 
 
 def _record_only(signum: int, frame: object) -> None:

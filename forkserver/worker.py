@@ -19,7 +19,7 @@ from email.utils import formatdate
 
 from forkserver import SERVER_NAME
 from forkserver.config import Config
-from forkserver.errors import HttpError, StartupError
+from forkserver.errors import HttpError
 from forkserver.http import Request, parse_request
 from forkserver.logs import AccessLog, AccessRecord, ErrorLog
 from forkserver.scoreboard import Scoreboard, SlotState
@@ -72,6 +72,7 @@ class Connection:
         "phase",
         "request_started",
         "response_sent",
+        "served",
         "sock",
     )
 
@@ -93,6 +94,7 @@ class Connection:
         self.log_status = 0
         self.head_length = 0
         self.response_sent = 0
+        self.served = 0  # responses completed on this connection
 
 
 def _client_address(address: object) -> str:
@@ -226,11 +228,18 @@ class Worker:
         self.scoreboard.set_state(self.slot, SlotState.DRAINING)
         self.error_log.debug(f"worker {why}: {len(self.connections)} connections open")
         for fd, sock in self.listeners.items():
+            # Take what already waits in the accept queue: when the last copy of the
+            # socket closes, the kernel resets queued connections (they would see a
+            # RST for a request nobody refused). They are answered with Connection: close.
+            while self.accept_batch(sock) == ACCEPT_BATCH:
+                pass
             self.epoll.unregister(fd)
             sock.close()
         self.listeners.clear()
         for connection in list(self.connections.values()):
-            if connection.phase == READING and not connection.inbuf:
+            # Idle keep-alive connections go now. A fresh connection that has not sent
+            # its first request yet is in flight: its client is about to ask.
+            if connection.phase == READING and not connection.inbuf and connection.served:
                 self.linger(connection)
 
     # -- periodic work ------------------------------------------------------------
@@ -261,23 +270,25 @@ class Worker:
             self.close(connection)
 
     # -- accepting ----------------------------------------------------------------
-    def accept_batch(self, listener: socket.socket) -> None:
+    def accept_batch(self, listener: socket.socket) -> int:
+        """Accept up to ACCEPT_BATCH connections; return how many were accepted."""
         deadline = time.monotonic() + self.timeouts.header
-        for _ in range(ACCEPT_BATCH):
+        for accepted in range(ACCEPT_BATCH):
             try:
                 sock, address = listener.accept()
             except BlockingIOError:
-                return
+                return accepted
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     self.pause_accepting(exc)
                 # ECONNABORTED and friends: that client is gone; others may be waiting.
-                return
+                return accepted
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = Connection(sock, _client_address(address), deadline)
             self.connections[connection.fd] = connection
             self.epoll.register(connection.fd, select.EPOLLIN)
+        return ACCEPT_BATCH
 
     def pause_accepting(self, exc: OSError) -> None:
         # Level-triggered EPOLLIN would wake us again at once and spin the CPU; stop
@@ -419,6 +430,7 @@ class Worker:
         self.flush_output(connection)
 
     def response_done(self, connection: Connection) -> None:
+        connection.served += 1
         if self.access_log.enabled:
             self.log_access(connection)
         if connection.phase == WRITING:
@@ -433,7 +445,11 @@ class Worker:
             return
         self.maybe_recycle()
         if connection.inbuf:
-            self.serve_buffered(connection)
+            self.serve_buffered(connection)  # while draining, that answer closes
+        elif self.draining:
+            # Its head went out before the drain began, without Connection: close;
+            # the response is complete, so the connection can go now.
+            self.close(connection)
         else:
             connection.deadline = time.monotonic() + self.timeouts.keepalive
 
@@ -529,8 +545,6 @@ def run_worker(
     read as the configured user.
     """
     drop_privileges(config.user, config.group)
-    if not (os.path.isdir(config.docroot) and os.access(config.docroot, os.R_OK | os.X_OK)):
-        raise StartupError(f"docroot {config.docroot} is not a readable directory")
     spec = WorkerSpec(
         number, generation, slot, config, listeners, scoreboard, master_pid,
         error_log, access_log, max_requests,

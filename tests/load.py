@@ -112,7 +112,7 @@ def run_load(
                     closes = one(sock, buffer, path)
                 except IdleClosed:
                     if not reused:
-                        raise ConnectionError("closed before answering a fresh connection")
+                        raise ConnectionError("fresh connection closed unanswered") from None
                     with result.lock:
                         result.retried += 1
                     sock.close()

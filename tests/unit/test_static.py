@@ -9,8 +9,10 @@ from __future__ import annotations
 import email.utils
 import os
 import re
+import shutil
 import socket
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -502,21 +504,54 @@ def test_missing_docroot_is_a_startup_error(tmp_path: Path) -> None:
         StaticSite(Config(docroot=str(tmp_path / "absent")))
 
 
-@pytest.mark.skipif(IS_ROOT, reason="root ignores file permissions")
-def test_permissions(site: Site, root: Path) -> None:
-    secret = root / "notes.txt"
-    secret.chmod(0)
-    locked = root / "locked"
-    locked.mkdir()
-    (locked / "index.html").write_text("in a search-only directory\n")
-    locked.chmod(0o111)  # searchable, not listable: the index is still reachable
+NOBODY = 65534  # the conventional unprivileged uid/gid on Debian
+
+
+def check_permissions(root: Path) -> None:
+    site = Site(root)
     try:
         assert site.status("/notes.txt") == 403
         assert site.body(site.plan("/locked/")) == b"in a search-only directory\n"
         assert site.status("/locked") == 301
     finally:
-        secret.chmod(0o644)
-        locked.chmod(0o755)
+        site.close()
+
+
+def test_permissions() -> None:
+    """An unreadable file is 403; a search-only directory still serves its index.
+
+    Root reads everything, so as root (as in CI) the check runs in a forked child
+    that has become ``nobody``, the way a worker drops privileges.
+    """
+    root = Path(tempfile.mkdtemp(prefix="forkserver-perm-"))
+    try:
+        root.chmod(0o755)
+        secret = root / "notes.txt"
+        secret.write_text("secret\n")
+        secret.chmod(0)
+        locked = root / "locked"
+        locked.mkdir()
+        (locked / "index.html").write_text("in a search-only directory\n")
+        locked.chmod(0o111)  # searchable, not listable: the index is still reachable
+        if not IS_ROOT:
+            check_permissions(root)
+            return
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                check_permissions(root)
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "a permission check failed as nobody"
+    finally:
+        (root / "locked").chmod(0o755)
+        shutil.rmtree(root)
 
 
 # -- redirects --------------------------------------------------------------------------
