@@ -334,7 +334,10 @@ class Plan:
     """Everything the worker needs to answer a request.
 
     ``headers`` holds every response field except Date, Server and Connection, which
-    the worker adds. ``body`` is sent after the head; ``file`` (when set) after that.
+    the worker adds. ``body`` is sent after the head; ``file`` (when set) after that;
+    then each segment of ``rest`` in order (a multipart/byteranges body alternates part
+    heads and file ranges). The worker closes every FileBody it is handed, so each owns
+    its descriptor (several ranges of one file take os.dup copies).
     ``close`` asks the worker to close the connection after this response.
     """
 
@@ -343,6 +346,7 @@ class Plan:
     body: bytes = b""
     file: FileBody | None = None
     close: bool = False
+    rest: list[bytes | FileBody] | None = None
 
 
 def _page(status: int) -> bytes:

@@ -72,6 +72,7 @@ class Connection:
         "phase",
         "request_started",
         "response_sent",
+        "rest",
         "served",
         "sock",
     )
@@ -83,6 +84,7 @@ class Connection:
         self.inbuf = bytearray()
         self.outbuf = b""
         self.file: FileBody | None = None
+        self.rest: list[bytes | FileBody] | None = None  # segments after ``file``
         self.phase = READING
         self.deadline = deadline
         self.head_started = 0.0  # monotonic time the current head's first byte arrived
@@ -373,6 +375,7 @@ class Worker:
         connection.head_length = len(head)
         connection.outbuf = head + plan.body if plan.body else head
         connection.file = plan.file
+        connection.rest = plan.rest
         connection.close_after = not keep_alive
         connection.response_sent = 0
         connection.log_request = request
@@ -385,11 +388,31 @@ class Worker:
 
     def flush_output(self, connection: Connection) -> None:
         """Send as much as the socket takes; switch to EPOLLOUT if it is full."""
+        while True:
+            if not self.send_segment(connection):
+                return  # closed
+            if connection.outbuf or connection.file is not None or not connection.rest:
+                break
+            segment = connection.rest.pop(0)
+            if isinstance(segment, bytes):
+                connection.outbuf = segment
+            else:
+                connection.file = segment
+        if connection.outbuf or connection.file is not None:
+            connection.deadline = time.monotonic() + self.timeouts.send
+            if connection.phase != WRITING:
+                connection.phase = WRITING
+                self.epoll.modify(connection.fd, select.EPOLLOUT)
+            return
+        self.response_done(connection)
+
+    def send_segment(self, connection: Connection) -> bool:
+        """Send ``outbuf`` then ``file`` as far as the socket takes. False if closed."""
         sock = connection.sock
         try:
             if connection.outbuf:
-                flags = socket.MSG_MORE if connection.file is not None else 0
-                sent = sock.send(connection.outbuf, flags)
+                more = connection.file is not None or bool(connection.rest)
+                sent = sock.send(connection.outbuf, socket.MSG_MORE if more else 0)
                 connection.response_sent += sent
                 self.bytes_sent += sent
                 connection.outbuf = connection.outbuf[sent:]
@@ -403,7 +426,7 @@ class Worker:
                         f"file shrank while being sent to {connection.client}; closing"
                     )
                     self.close(connection)
-                    return
+                    return False
                 body.offset += count
                 body.length -= count
                 connection.response_sent += count
@@ -417,14 +440,8 @@ class Worker:
             pass
         except OSError:
             self.close(connection)
-            return
-        if connection.outbuf or connection.file is not None:
-            connection.deadline = time.monotonic() + self.timeouts.send
-            if connection.phase != WRITING:
-                connection.phase = WRITING
-                self.epoll.modify(connection.fd, select.EPOLLOUT)
-            return
-        self.response_done(connection)
+            return False
+        return True
 
     def on_writable(self, connection: Connection) -> None:
         self.flush_output(connection)
@@ -522,6 +539,10 @@ class Worker:
         if connection.file is not None:
             os.close(connection.file.fd)
             connection.file = None
+        for segment in connection.rest or ():
+            if isinstance(segment, FileBody):
+                os.close(segment.fd)
+        connection.rest = None
         # Closing the only descriptor of the socket also removes it from the epoll set.
         connection.sock.close()
 
