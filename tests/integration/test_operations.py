@@ -332,3 +332,59 @@ def test_signal_command_reaches_the_master(tmp_path: Path, docroot: Path) -> Non
         assert not pidfile.exists()
         stale = send("stop")
         assert stale.returncode == 1 and "pid" in stale.stderr
+
+
+# -- worker signals -------------------------------------------------------------------
+def test_worker_ignores_a_stray_hup(server: Server) -> None:
+    workers = server.workers()
+    for pid in workers:
+        os.kill(pid, signal.SIGHUP)
+    time.sleep(0.5)
+    assert server.workers() == workers
+    assert status_of(get(server.port, "/a.txt")) == 200
+
+
+def test_worker_term_finishes_the_download_in_flight(tmp_path: Path, docroot: Path) -> None:
+    big = os.urandom(8 * 1024 * 1024)
+    (docroot / "big.bin").write_bytes(big)
+    with running(tmp_path, {"docroot": str(docroot), "workers": 1}) as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        (worker,) = server.workers()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = bytearray(sock.recv(1024))
+        os.kill(worker, signal.SIGTERM)
+        time.sleep(0.3)
+        assert alive(worker), "the worker left with a download in flight"
+        while chunk := sock.recv(65536):
+            data += chunk
+        _, _, body = bytes(data).partition(b"\r\n\r\n")
+        assert body == big
+        wait_for(lambda: not alive(worker), timeout=5, what="the worker gone after draining")
+        wait_for(lambda: len(server.workers()) == 1, what="a replacement")
+
+
+def test_worker_quit_exits_at_once(server: Server) -> None:
+    victim = server.workers()[0]
+    os.kill(victim, signal.SIGQUIT)
+    wait_for(lambda: not alive(victim), timeout=0.5, interval=0.01, what="QUIT exits at once")
+    wait_for(lambda: len(server.workers()) == 2, what="a replacement")
+
+
+def test_worker_usr1_reopens_its_access_log(server: Server) -> None:
+    access = Path(server.settings["access_log"])
+    wait_for(lambda: status_of(get(server.port, "/a.txt")) == 200, what="a first request")
+    wait_for(lambda: access.read_text().count("\n") >= 1, what="the first line flushed")
+    access.rename(access.with_suffix(".log.old"))
+    for pid in server.workers():
+        os.kill(pid, signal.SIGUSR1)  # the workers alone, not the master
+    time.sleep(0.3)
+    for _ in range(4):
+        get(server.port, "/a.txt")
+    wait_for(lambda: access.exists() and access.read_text().count("\n") == 4,
+             what="new lines in the reopened file")
+
+
+def test_master_process_title(server: Server) -> None:
+    assert title(server.pid) == f"forkserver: master [{server.config_path}]"
+    assert all(title(pid).startswith("forkserver: worker ") for pid in server.workers())
