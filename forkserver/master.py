@@ -172,6 +172,19 @@ class Master:
             number, config, listeners, error_log, AccessLog(access_file), config.workers
         )
 
+    def stop_listening_on_abandoned_addresses(self) -> None:
+        """Close our copy of listeners the current generation no longer uses.
+
+        The retiring workers accept what is already queued and then close theirs, so
+        a client of an address given up by a reload is refused cleanly from then on,
+        instead of waiting in a backlog nobody reads and being reset later.
+        """
+        keep = {id(sock) for sock in self.generation.listeners}
+        for generation in self.generations:
+            for sock in generation.listeners:
+                if id(sock) not in keep:
+                    sock.close()
+
     def release_finished_generations(self) -> None:
         """Forget older generations whose last worker has gone."""
         for old in self.generations:
@@ -419,15 +432,21 @@ class Master:
         max_requests = 0
         if config.max_requests:
             max_requests = config.max_requests + random.randint(0, config.max_requests_jitter)
+        # Signals stay blocked from before fork() until the worker has installed its
+        # own handlers (worker.install_signals unblocks them), so a TERM sent to a
+        # booting worker is delivered late instead of being swallowed by ours.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _MASTER_SIGNALS)
         try:
             pid = os.fork()
         except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             self.scoreboard.release(slot)
             self.log.error(f"cannot fork a worker: {exc.strerror}")
             self.note_crash(time.monotonic())
             return
         if pid == 0:
             self.become_worker(generation, number, slot, max_requests)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.scoreboard.set_pid(slot, pid)
         self.workers[pid] = WorkerRecord(pid, slot, generation, number, time.monotonic())
         self.log.debug(f"worker {number} of generation {generation.number} started: pid {pid}")
@@ -496,6 +515,7 @@ class Master:
         old = [w for w in self.workers.values() if w.generation is not generation]
         for record in old:
             self.retire(record)
+        self.stop_listening_on_abandoned_addresses()
         if self.phase == Phase.STARTING:
             self.phase = Phase.SERVING
             self.log.info(f"{len(serving)} workers serving")
@@ -520,6 +540,7 @@ class Master:
             self.log.info(f"upgrade: serving; asked the old master {self.upgrade_from} to retire")
             self.upgrade_from = 0
         sd_notify("READY=1\n" + self.status_line())
+        self.next_status = time.monotonic() + STATUS_SECONDS
         if self.on_ready is not None:
             self.on_ready()
             self.on_ready = None

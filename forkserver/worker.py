@@ -464,9 +464,10 @@ class Worker:
         if connection.inbuf:
             self.serve_buffered(connection)  # while draining, that answer closes
         elif self.draining:
-            # Its head went out before the drain began, without Connection: close;
-            # the response is complete, so the connection can go now.
-            self.close(connection)
+            # Its head went out before the drain began, without Connection: close, so
+            # the client may be sending its next request right now: half-close and
+            # drain, so it sees a clean EOF (and retries) rather than a RST.
+            self.linger(connection)
         else:
             connection.deadline = time.monotonic() + self.timeouts.keepalive
 

@@ -100,14 +100,21 @@ def run_load(
         sock: socket.socket | None = None
         buffer = bytearray()
         reused = False
+        port_used = 0
+
+        def connect() -> socket.socket:
+            nonlocal port_used, reused
+            port_used = current_port()
+            buffer.clear()
+            reused = False
+            return socket.create_connection(("127.0.0.1", port_used), timeout=10)
+
         while time.monotonic() < stop_at and result.requests < max_requests:
             path = paths[index % len(paths)]
             index += 1
             try:
                 if sock is None:
-                    sock = socket.create_connection(("127.0.0.1", current_port()), timeout=10)
-                    buffer.clear()
-                    reused = False
+                    sock = connect()
                 try:
                     closes = one(sock, buffer, path)
                 except IdleClosed:
@@ -116,8 +123,7 @@ def run_load(
                     with result.lock:
                         result.retried += 1
                     sock.close()
-                    sock = socket.create_connection(("127.0.0.1", current_port()), timeout=10)
-                    buffer.clear()
+                    sock = connect()
                     closes = one(sock, buffer, path)
                 reused = True
                 if closes or not keep_alive:
@@ -126,10 +132,10 @@ def run_load(
             except ConnectionResetError as exc:
                 with result.lock:
                     result.resets += 1
-                result.fail(f"{path}: reset ({exc})")
+                result.fail(f"{path} on port {port_used}: reset ({exc})")
                 sock = _discard(sock)
             except (OSError, ConnectionError, ValueError, IndexError) as exc:
-                result.fail(f"{path}: {type(exc).__name__}: {exc}")
+                result.fail(f"{path} on port {port_used}: {type(exc).__name__}: {exc}")
                 sock = _discard(sock)
         _discard(sock)
 
