@@ -1,8 +1,10 @@
 """The command line: parse arguments, load configuration, and start or signal a master.
 
-Owns argument parsing, exit statuses and the wiring of the other modules (it is
-the only module allowed to import both the master and the worker). Prints one line
-per problem on stderr; never lets a traceback reach the user.
+Owns argument parsing, exit statuses, the start-up order (pidfile, sockets, logs,
+detach, capabilities, serve) and the wiring of the other modules (it is the only
+module allowed to import both the master and the worker). Prints one line per
+problem on stderr; never lets a traceback reach the user. Must not serve, supervise
+or parse HTTP itself.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import sys
 from collections.abc import Sequence
 
@@ -18,8 +19,18 @@ from forkserver import __version__
 from forkserver.config import Config, environment_problems, load_config
 from forkserver.errors import ConfigError, StartupError
 from forkserver.listeners import bind_listener, inherited_listeners, systemd_listeners
-from forkserver.master import UPGRADE_FROM_ENV, Master, StartInfo
-from forkserver.service import Pidfile, daemonize, process_alive, read_pid
+from forkserver.logs import STDERR
+from forkserver.master import SOCKET_ACTIVATED_ENV, UPGRADE_FROM_ENV, Master, StartInfo
+from forkserver.service import (
+    MASTER_CAPABILITIES,
+    DaemonLink,
+    Pidfile,
+    daemonize,
+    limit_capabilities,
+    process_alive,
+    read_pid,
+    switches_user,
+)
 from forkserver.worker import run_worker
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -96,32 +107,64 @@ def run(args: argparse.Namespace, arguments: list[str]) -> int:
         return EXIT_USAGE
     if args.signal:
         return send_signal(config, args.signal)
-    problems = environment_problems(config)
+    problems = environment_problems(config) + daemon_problems(config)
+    for problem in problems:
+        print(f"forkserver: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
+    note = identity_note(config)
     if args.check:
-        for problem in problems:
-            print(f"forkserver: {problem}", file=sys.stderr)
-        if problems:
-            return EXIT_USAGE
+        if note:
+            print(f"forkserver: note: {note}", file=sys.stderr)
         print(f"forkserver: configuration {args.config or '(defaults)'} is valid")
         return EXIT_OK
-    if problems:
-        for problem in problems:
-            print(f"forkserver: {problem}", file=sys.stderr)
-        return EXIT_USAGE
     try:
         return serve(config, StartInfo(arguments, os.getcwd(), overrides))
     except StartupError as exc:
         return fail(str(exc), EXIT_RUNTIME)
 
 
+def daemon_problems(config: Config) -> list[str]:
+    """Daemon mode has no stderr once detached: logs must go to files (or be off)."""
+    if not config.daemon:
+        return []
+    problems = []
+    if config.error_log == STDERR:
+        problems.append(
+            "error_log: '-' (stderr) goes nowhere once detached; "
+            "set error_log to a file for daemon mode"
+        )
+    if config.access_log == STDERR:
+        problems.append(
+            "access_log: '-' (stderr) goes nowhere once detached; "
+            "set access_log to a file, or to null to turn it off, for daemon mode"
+        )
+    return problems
+
+
+def identity_note(config: Config) -> str | None:
+    if (config.user or config.group) and os.geteuid() != 0:
+        who = ":".join(x for x in (config.user, config.group) if x)
+        return f"user/group {who} ignored: workers change user only when started as root"
+    return None
+
+
 def send_signal(config: Config, name: str) -> int:
     if not config.pidfile:
         return fail("no pidfile is configured, so there is no master to signal", EXIT_RUNTIME)
-    pid = read_pid(config.pidfile)
-    if pid is None:
+    if read_pid(config.pidfile) is None:
         return fail(f"no pid in {config.pidfile}: is forkserver running?", EXIT_RUNTIME)
-    if not process_alive(pid):
-        return fail(f"no process {pid} (from {config.pidfile}): stale pidfile", EXIT_RUNTIME)
+    # The lock, not the pid, says whether a master is alive: after a crash the pid
+    # in a stale file may belong to an unrelated process by now.
+    try:
+        pid = Pidfile(config.pidfile).holder()
+    except StartupError as exc:
+        return fail(str(exc), EXIT_RUNTIME)
+    if pid == -1:
+        return fail(f"{config.pidfile} holds no pid yet: forkserver is starting", EXIT_RUNTIME)
+    if pid is None or not process_alive(pid):
+        stale = read_pid(config.pidfile)
+        return fail(f"no forkserver holds {config.pidfile} (stale pid {stale})", EXIT_RUNTIME)
     try:
         os.kill(pid, SIGNAL_NAMES[name])
     except OSError as exc:
@@ -130,30 +173,94 @@ def send_signal(config: Config, name: str) -> int:
 
 
 def serve(config: Config, start: StartInfo) -> int:
+    """Start a master: everything that can fail is done before detaching.
+
+    Order: pidfile (a running instance is the likeliest reason for what follows to
+    fail, and the clearest to report), listening sockets, log files; then detach;
+    then serve.
+    """
     upgrading = UPGRADE_FROM_ENV in os.environ
-    listeners: list[socket.socket] | None = inherited_listeners(os.environ)
-    socket_activated = False
+    pidfile = Pidfile(config.pidfile) if config.pidfile else None
+    if pidfile is not None and not upgrading:
+        pidfile.acquire()  # StartupError if a live master holds it; takes over a stale one
+    try:
+        master = start_master(config, start, pidfile)
+    except BaseException:
+        if pidfile is not None and not upgrading:
+            pidfile.release()
+        raise
+    note = identity_note(config)
+    if note:
+        master.log.warning(note)
+    link: DaemonLink | None = None
+    if config.daemon and not upgrading:
+        preserved = master.preserved_fds() + ([pidfile.fd] if pidfile is not None else [])
+        log_offset = file_size(config.error_log)
+        link = daemonize(preserved)
+        if link.is_launcher:
+            return launcher_exit(link, config, log_offset)
+        master.on_ready = link.ready
+    try:
+        if link is not None and pidfile is not None:
+            pidfile.write(os.getpid())  # the daemon's pid, not the launcher's
+        if switches_user(config.user, config.group):
+            limit_capabilities(MASTER_CAPABILITIES)
+    except StartupError as exc:
+        if link is None:
+            raise
+        link.failed(str(exc))
+        master.log.error(str(exc))
+        return EXIT_RUNTIME
+    return master.run()
+
+
+def start_master(config: Config, start: StartInfo, pidfile: Pidfile | None) -> Master:
+    """Listening sockets (inherited on upgrade, from systemd, or bound) and the master."""
+    activated = os.environ.pop(SOCKET_ACTIVATED_ENV, "") == "1"  # set by an upgrading master
+    listeners = inherited_listeners(os.environ)
+    socket_activated = listeners is not None and activated
     if listeners is None:
         listeners = systemd_listeners(os.environ)
         socket_activated = listeners is not None
     if listeners is None:
         listeners = [bind_listener(config.host, config.port, config.backlog)]
-    pidfile = Pidfile(config.pidfile) if config.pidfile else None
-    if pidfile is not None and not upgrading:
-        owner = pidfile.holder()
-        if owner is not None:
-            raise StartupError(
-                f"pidfile {config.pidfile} is held by a running forkserver (pid {owner})"
-            )
     try:
-        master = Master(config, listeners, run_worker, start, pidfile, socket_activated)
+        return Master(config, listeners, run_worker, start, pidfile, socket_activated)
     except OSError as exc:
+        for sock in listeners:
+            sock.close()
         raise StartupError(f"cannot open log file {exc.filename}: {exc.strerror}") from None
-    if config.daemon and not upgrading:
-        if "-" in (config.error_log, config.access_log):
-            print("forkserver: note: logs sent to stderr ('-') are discarded in daemon mode",
-                  file=sys.stderr)
-        daemonize(master.preserved_fds())
-    if pidfile is not None and not upgrading:
-        pidfile.acquire()
-    return master.run()
+
+
+def launcher_exit(link: DaemonLink, config: Config, log_offset: int) -> int:
+    """In the launcher: exit 0 once the daemon serves, else 1 with the reason."""
+    status, detail = link.wait()
+    if status == EXIT_OK:
+        if not config.pidfile:
+            print(f"forkserver: daemon started, pid {detail} (no pidfile: "
+                  f"forkserver -s cannot find it)", file=sys.stderr)
+        return EXIT_OK
+    last = last_error_line(config.error_log, log_offset)
+    where = f": last error: {last}" if last else f"; see {config.error_log}"
+    return fail(f"{detail}{where}", EXIT_RUNTIME)
+
+
+def file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def last_error_line(path: str, offset: int) -> str | None:
+    """The message of the last ``[error]`` line written to the error log after ``offset``."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(offset, file_size(path) - 64 * 1024))
+            lines = handle.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if "] [error] [" in line:
+            return line.split("] ", 3)[-1]
+    return None
