@@ -1,0 +1,123 @@
+"""The benchmark's command line: flags → ``Options``, then a run or a profile.
+
+Owns flag names, defaults and their validation; nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from bench.load import LARGE_THROUGHPUT, MEDIUM_KEEPALIVE, SMALL_CLOSE, SMALL_KEEPALIVE
+from bench.runner import Options, run_benchmark
+from bench.servers import SERVER_STARTERS
+
+DEFAULT_WORKERS = 2
+DEFAULT_SECONDS = 3
+QUICK_SECONDS = 2
+# Each round opens new connections, and how they land on the workers varies from
+# round to round (see docs/benchmarks.md); the median of three steadies the numbers.
+DEFAULT_ROUNDS = 3
+QUICK_ROUNDS = 1
+WARMUP_SECONDS = 1
+DEFAULT_CONNECTIONS = 50
+# Each 10 MiB response keeps a connection busy for a while; a few connections
+# saturate loopback without turning the case into a queueing test.
+DEFAULT_LARGE_FILE_CONNECTIONS = 4
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells do
+PROFILE_CASES = (SMALL_KEEPALIVE, SMALL_CLOSE, MEDIUM_KEEPALIVE, LARGE_THROUGHPUT)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C so every ``finally`` stops its servers."""
+
+
+def raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def server_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in SERVER_STARTERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown server(s) {unknown}; choose from {', '.join(SERVER_STARTERS)}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark forkserver against nginx, gunicorn and http.server with "
+                    "wrk on 127.0.0.1; print a table and write docs/benchmarks.md.",
+    )
+    parser.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS,
+                        help=f"worker processes per server (default {DEFAULT_WORKERS})")
+    parser.add_argument("--seconds", type=positive_int, default=None,
+                        help=f"wrk duration per case (default {DEFAULT_SECONDS}, "
+                             f"{QUICK_SECONDS} with --quick)")
+    parser.add_argument("--rounds", type=positive_int, default=None,
+                        help=f"wrk runs per case and server, median reported (default "
+                             f"{DEFAULT_ROUNDS}, {QUICK_ROUNDS} with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_ROUNDS} round of {QUICK_SECONDS} s per case: a fast, "
+                             "noisier run")
+    parser.add_argument("--connections", type=positive_int, default=DEFAULT_CONNECTIONS,
+                        help=f"wrk connections for the 1 KiB and 64 KiB cases "
+                             f"(default {DEFAULT_CONNECTIONS})")
+    parser.add_argument("--large-file-connections", type=positive_int,
+                        default=DEFAULT_LARGE_FILE_CONNECTIONS,
+                        help="wrk connections for the 10 MiB case "
+                             f"(default {DEFAULT_LARGE_FILE_CONNECTIONS})")
+    parser.add_argument("--servers", type=server_list, default=tuple(SERVER_STARTERS),
+                        help=f"comma-separated subset of {','.join(SERVER_STARTERS)}; "
+                             "docs/ is written only if forkserver and nginx both ran")
+    parser.add_argument("--no-write", dest="write_docs", action="store_false",
+                        help="print only; leave docs/benchmarks.md and .png alone")
+    parser.add_argument("--profile", nargs="?", const=SMALL_KEEPALIVE, choices=PROFILE_CASES,
+                        metavar="CASE",
+                        help="instead of the benchmark, run forkserver with one worker under "
+                             "py-spy for one case (default 1k-keepalive; also "
+                             f"{', '.join(PROFILE_CASES[1:])}) and write a flamegraph SVG "
+                             "to bench/results/")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(arguments)
+    seconds = args.seconds or (QUICK_SECONDS if args.quick else DEFAULT_SECONDS)
+    rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
+    options = Options(
+        command=shlex.join(["python", "-m", "bench", *arguments]),
+        workers=args.workers, seconds=seconds, rounds=rounds, warmup_seconds=WARMUP_SECONDS,
+        connections=args.connections, large_file_connections=args.large_file_connections,
+        servers=args.servers, write_docs=args.write_docs,
+    )
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        if args.profile:
+            from bench.profiler import run_profile
+
+            return run_profile(options, args.profile)
+        return run_benchmark(options)
+    except KeyboardInterrupt:
+        print("bench: interrupted; every server it started was stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("bench: terminated; every server it started was stopped", file=sys.stderr)
+        return EXIT_TERMINATED

@@ -1,0 +1,569 @@
+"""Turning one benchmark run into words and pictures: table, targets, markdown, chart.
+
+Owns the result model of a run, the markdown table (a row per server plus
+forkserver's ratio to nginx), the targets and their met / not met verdicts with
+the gap, ``docs/benchmarks.md`` and the bar chart ``docs/benchmarks.png``. Runs
+nothing and measures nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from bench.load import (
+    SMALL_KEEPALIVE,
+    WRK_SATURATED_CPU_PERCENT,
+    CaseOutcome,
+    LoadCase,
+    LoadFailure,
+    WrkResult,
+)
+from bench.machine import Machine
+from bench.servers import FORKSERVER, NGINX
+
+MILLISECONDS = 1000.0
+SATURATED_MARK = "†"
+MISSING = "—"
+PSS_TARGET_MIB = 40.0
+# Other work using this share of the CPUs during the load earns the report a warning.
+INTERFERENCE_WARNING_PERCENT = 5.0
+
+
+@dataclass
+class ServerReport:
+    """Everything measured or observed about one server in one run."""
+
+    name: str
+    note: str
+    # Every round's outcome, by LoadCase.key; the tables show the median round.
+    rounds: dict[str, list[CaseOutcome]] = field(default_factory=dict)
+    peak_pss_mib: float | None = None
+    peak_process_count: int = 0
+    not_benchmarked: str | None = None  # why it was not loaded (start or check failed)
+    incidents: list[str] = field(default_factory=list)  # crashes, respawns, log problems
+    cpu_by_process: str = ""  # CPU seconds of master and each worker over the load phase
+    # CPU seconds of each worker (busiest first) in each round of each case, by LoadCase.key
+    worker_cpu: dict[str, list[tuple[float, ...]]] = field(default_factory=dict)
+
+    def outcome(self, case_key: str) -> CaseOutcome | None:
+        """The median round (by requests/s) of the case, a failure if no round
+        produced numbers, None if it never ran."""
+        outcomes = self.rounds.get(case_key, [])
+        results = sorted((outcome for outcome in outcomes if isinstance(outcome, WrkResult)),
+                         key=lambda result: result.requests_per_second)
+        if results:
+            return results[len(results) // 2]
+        return outcomes[0] if outcomes else None
+
+    def result(self, case_key: str) -> WrkResult | None:
+        outcome = self.outcome(case_key)
+        return outcome if isinstance(outcome, WrkResult) else None
+
+    def failed_anywhere(self) -> bool:
+        return any(isinstance(outcome, LoadFailure)
+                   for outcomes in self.rounds.values() for outcome in outcomes)
+
+
+@dataclass
+class BenchmarkRun:
+    command: str
+    started_at: datetime
+    elapsed_seconds: float
+    seconds_per_case: int
+    rounds: int
+    workers: int
+    cases: tuple[LoadCase, ...]
+    machine: Machine
+    servers: list[ServerReport]
+    others_cpu_percent: float | None  # CPU share used outside the benchmark meanwhile
+    steal_cpu_percent: float | None  # CPU share the hypervisor gave other guests meanwhile
+
+    def server(self, name: str) -> ServerReport | None:
+        return next((server for server in self.servers if server.name == name), None)
+
+    def case(self, key: str) -> LoadCase:
+        return next(case for case in self.cases if case.key == key)
+
+
+# ---------------------------------------------------------------- number formatting
+
+
+def format_rate(value: float, case: LoadCase) -> str:
+    return f"{value:,.1f}" if case.measures_throughput else f"{value:,.0f}"
+
+
+def format_short(value: float) -> str:
+    """12.3k, 850, 1.2M: for chart labels."""
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:.1f}M"
+    if value >= 10_000:
+        return f"{value / 1000:.0f}k"
+    if value >= 1000:
+        return f"{value / 1000:.1f}k"
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def format_ms(seconds: float) -> str:
+    milliseconds = seconds * MILLISECONDS
+    if milliseconds < 10:
+        return f"{milliseconds:.2f}"
+    return f"{milliseconds:.1f}" if milliseconds < 100 else f"{milliseconds:.0f}"
+
+
+def format_ratio(ratio: float | None) -> str:
+    return MISSING if ratio is None else f"{ratio:.2f}x"
+
+
+def ratio_of(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+# ---------------------------------------------------------------- metrics and targets
+
+
+def headline(server: ServerReport, case: LoadCase) -> float | None:
+    result = server.result(case.key)
+    return result.headline(case) if result else None
+
+
+def small_latency(server: ServerReport, percentile: str) -> float | None:
+    result = server.result(SMALL_KEEPALIVE)
+    if result is None:
+        return None
+    return result.latency_p50_seconds if percentile == "p50" else result.latency_p99_seconds
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    value_of: Callable[[ServerReport], float | None]
+    unit: str
+    threshold: float
+    against_nginx: bool  # threshold is a ratio to nginx's value; else an absolute value
+    higher_is_better: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: Target
+    met: bool | None  # None: not measured
+    forkserver_value: float | None
+    nginx_value: float | None
+    achieved: str  # "0.85x" against nginx, "31.2 MiB" absolute
+    gap: str  # how far from the target, either way
+
+
+def build_targets(run: BenchmarkRun) -> list[Target]:
+    def case_value(key: str) -> Callable[[ServerReport], float | None]:
+        case = run.case(key)
+        return lambda server: headline(server, case)
+
+    def p99_milliseconds(server: ServerReport) -> float | None:
+        latency = small_latency(server, "p99")
+        return None if latency is None else latency * MILLISECONDS
+
+    def peak_pss(server: ServerReport) -> float | None:
+        return server.peak_pss_mib
+
+    keys = [case.key for case in run.cases]
+    small_keepalive, small_close, medium, large = keys
+    return [
+        Target("1 KiB keep-alive req/s ≥ 1.0x nginx", case_value(small_keepalive), "req/s",
+               1.0, True, True),
+        Target("1 KiB close req/s ≥ 0.8x nginx", case_value(small_close), "req/s",
+               0.8, True, True),
+        Target("64 KiB keep-alive req/s ≥ 1.0x nginx", case_value(medium), "req/s",
+               1.0, True, True),
+        Target("10 MiB MiB/s ≥ 0.9x nginx", case_value(large), "MiB/s", 0.9, True, True),
+        Target("p99 at 1 KiB keep-alive ≤ 2x nginx's", p99_milliseconds, "ms",
+               2.0, True, False),
+        Target(f"peak PSS (master + {run.workers} workers) ≤ {PSS_TARGET_MIB:g} MiB", peak_pss,
+               "MiB", PSS_TARGET_MIB, False, False),
+    ]
+
+
+def judge(target: Target, forkserver: ServerReport | None, nginx: ServerReport | None
+          ) -> Verdict:
+    ours = target.value_of(forkserver) if forkserver else None
+    theirs = target.value_of(nginx) if nginx else None
+    if ours is None or (target.against_nginx and not theirs):
+        return Verdict(target, None, ours, theirs, MISSING, "not measured")
+    if target.against_nginx and theirs:
+        achieved = ours / theirs
+        shown = f"{achieved:.2f}x"
+    else:
+        achieved = ours
+        shown = f"{achieved:.1f} {target.unit}"
+    if target.higher_is_better:
+        met = achieved >= target.threshold
+        if met:
+            gap = f"{(achieved / target.threshold - 1) * 100:.0f}% above the target"
+        elif achieved:
+            gap = f"needs +{(target.threshold / achieved - 1) * 100:.0f}%"
+        else:
+            gap = "nothing served"
+    else:
+        met = achieved <= target.threshold
+        if met:
+            gap = f"{(1 - achieved / target.threshold) * 100:.0f}% under the limit"
+        else:
+            gap = f"needs -{(1 - target.threshold / achieved) * 100:.0f}%"
+    return Verdict(target, met, ours, theirs, shown, gap)
+
+
+def verdicts(run: BenchmarkRun) -> list[Verdict]:
+    forkserver, nginx = run.server(FORKSERVER), run.server(NGINX)
+    return [judge(target, forkserver, nginx) for target in build_targets(run)]
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def markdown_table(header: list[str], rows: list[list[str]],
+                   left_aligned: tuple[int, ...] = (0,)) -> str:
+    """A GitHub table; numbers right-aligned, the columns in ``left_aligned`` left."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    alignment = ["---" if index in left_aligned else "---:" for index in range(len(header))]
+    return "\n".join([line(header), line(alignment), *(line(row) for row in rows)])
+
+
+def case_cell(server: ServerReport, case: LoadCase) -> str:
+    outcome = server.outcome(case.key)
+    if outcome is None:
+        return MISSING
+    if isinstance(outcome, LoadFailure):
+        return "failed"
+    cell = format_rate(outcome.headline(case), case)
+    return cell + SATURATED_MARK if outcome.wrk_saturated else cell
+
+
+def latency_cell(server: ServerReport) -> str:
+    p50, p99 = small_latency(server, "p50"), small_latency(server, "p99")
+    if p50 is None or p99 is None:
+        return MISSING
+    return f"{format_ms(p50)} / {format_ms(p99)}"
+
+
+def memory_cell(server: ServerReport) -> str:
+    if server.peak_pss_mib is None:
+        return MISSING
+    return f"{server.peak_pss_mib:.1f} ({server.peak_process_count} proc)"
+
+
+def wrk_cpu_cell(server: ServerReport, cases: tuple[LoadCase, ...]) -> str:
+    parts = []
+    for case in cases:
+        result = server.result(case.key)
+        parts.append(f"{result.wrk_cpu_percent:.0f}" if result else MISSING)
+    return " / ".join(parts)
+
+
+def errors_cell(server: ServerReport, cases: tuple[LoadCase, ...]) -> str:
+    """Errors of every round (not only the median one), per case."""
+    parts = []
+    for case in cases:
+        for number, outcome in enumerate(server.rounds.get(case.key, []), start=1):
+            if isinstance(outcome, WrkResult) and outcome.error_summary():
+                parts.append(f"{case.title} round {number}: {outcome.error_summary()}")
+            elif isinstance(outcome, LoadFailure):
+                parts.append(f"{case.title} round {number}: wrk failed")
+    return "; ".join(parts) or "0"
+
+
+def results_table(run: BenchmarkRun) -> str:
+    header = ["server", *(f"{case.title} {case.unit}" for case in run.cases),
+              "p50 / p99 1 KiB ms", "peak PSS MiB", "wrk CPU %", "errors"]
+    rows = []
+    for server in run.servers:
+        if server.not_benchmarked is not None:
+            rows.append([server.name, *(["not benchmarked"] + [MISSING] * (len(header) - 2))])
+            continue
+        rows.append([server.name, *(case_cell(server, case) for case in run.cases),
+                     latency_cell(server), memory_cell(server),
+                     wrk_cpu_cell(server, run.cases), errors_cell(server, run.cases)])
+    forkserver, nginx = run.server(FORKSERVER), run.server(NGINX)
+    if forkserver and nginx and forkserver.not_benchmarked is None \
+            and nginx.not_benchmarked is None:
+        ratio_row = ["**forkserver ÷ nginx**"]
+        ratio_row += [format_ratio(ratio_of(headline(forkserver, case), headline(nginx, case)))
+                      for case in run.cases]
+        p50 = ratio_of(small_latency(forkserver, "p50"), small_latency(nginx, "p50"))
+        p99 = ratio_of(small_latency(forkserver, "p99"), small_latency(nginx, "p99"))
+        ratio_row.append(f"{format_ratio(p50)} / {format_ratio(p99)}")
+        ratio_row.append(format_ratio(ratio_of(forkserver.peak_pss_mib, nginx.peak_pss_mib)))
+        ratio_row += ["", ""]
+        rows.append(ratio_row)
+    return markdown_table(header, rows, left_aligned=(0, len(header) - 1))
+
+
+def table_footnotes(run: BenchmarkRun) -> list[str]:
+    notes = [
+        f"{SATURATED_MARK} wrk's one thread used ≥ {WRK_SATURATED_CPU_PERCENT:.0f}% of a CPU: "
+        "the load generator, not the server, may be the limit of that number.",
+        "wrk CPU % is per case in column order "
+        f"({' / '.join(case.title for case in run.cases)}).",
+        "errors: wrk's socket errors (connect, read, write, timeout) and responses with "
+        "status ≥ 400, per case; 0 = none in any case.",
+    ]
+    notes += [f"{server.name}: {server.note}." for server in run.servers]
+    notes += [f"{server.name} was not benchmarked: {server.not_benchmarked}"
+              for server in run.servers if server.not_benchmarked]
+    return notes
+
+
+def format_target_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return MISSING
+    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.2f} {unit}"
+
+
+def targets_table(run: BenchmarkRun) -> str:
+    rows = []
+    for verdict in verdicts(run):
+        mark = {True: "met", False: "**not met**", None: "not measured"}[verdict.met]
+        nginx = format_target_value(verdict.nginx_value, verdict.target.unit) \
+            if verdict.target.against_nginx else ""
+        rows.append([verdict.target.label,
+                     format_target_value(verdict.forkserver_value, verdict.target.unit),
+                     nginx, verdict.achieved, mark, verdict.gap])
+    return markdown_table(["target", "forkserver", "nginx", "achieved", "verdict", "gap"],
+                          rows, left_aligned=(0, 4, 5))
+
+
+def format_split(split: tuple[float, ...]) -> str:
+    return " + ".join(f"{seconds:.1f}" for seconds in split)
+
+
+def worker_cpu_text(server: ServerReport, cases: tuple[LoadCase, ...]) -> str:
+    parts = []
+    for case in cases:
+        splits = [split for split in server.worker_cpu.get(case.key, []) if len(split) > 1]
+        if splits:
+            parts.append(f"{case.title} " + ", ".join(format_split(split) for split in splits))
+    if not parts:
+        return ""
+    return "; per case and round, workers busiest first (s): " + "; ".join(parts)
+
+
+def rounds_table(run: BenchmarkRun) -> str:
+    """Every round's headline number: shows the spread the median hides."""
+    header = ["server", *(f"{case.title} {case.unit}" for case in run.cases)]
+    rows = []
+    for server in run.servers:
+        if server.not_benchmarked is not None:
+            continue
+        cells = []
+        for case in run.cases:
+            values = [format_rate(outcome.headline(case), case)
+                      if isinstance(outcome, WrkResult) else "failed"
+                      for outcome in server.rounds.get(case.key, [])]
+            cells.append(", ".join(values) or MISSING)
+        rows.append([server.name, *cells])
+    return markdown_table(header, rows)
+
+
+def interference_warning(run: BenchmarkRun) -> list[str]:
+    """A paragraph for the top of the report when other work disturbed the run."""
+    others, steal = run.others_cpu_percent or 0.0, run.steal_cpu_percent or 0.0
+    if others + steal < INTERFERENCE_WARNING_PERCENT:
+        return []
+    return [f"**This run was disturbed:** processes outside the benchmark used {others:.0f}% "
+            f"of the CPUs and the hypervisor stole {steal:.0f}% while it ran, so absolute "
+            "numbers are low and noisy; ratios to nginx suffer less, since the servers took "
+            "turns. Rerun on a quiet machine before drawing conclusions.", ""]
+
+
+def cpu_lines(run: BenchmarkRun) -> list[str]:
+    lines = [f"- {server.name}: {server.cpu_by_process}{worker_cpu_text(server, run.cases)}"
+             for server in run.servers if server.cpu_by_process]
+    if run.others_cpu_percent is not None and run.steal_cpu_percent is not None:
+        lines.append(f"- interference: processes outside the benchmark used "
+                     f"{run.others_cpu_percent:.1f}% of the machine's {run.machine.cpus} CPUs "
+                     f"and the hypervisor stole {run.steal_cpu_percent:.1f}% (above a few "
+                     "percent together, every number above is skewed)")
+    return lines
+
+
+def incident_lines(run: BenchmarkRun) -> list[str]:
+    lines = []
+    for server in run.servers:
+        for incident in server.incidents:
+            lines.append(f"- {server.name}: {incident}")
+    return lines
+
+
+def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
+    cases = ", ".join(f"{case.title} ({case.connections} connections)" for case in run.cases)
+    parts = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{run.command}` on {run.started_at:%Y-%m-%d %H:%M %Z} in "
+        f"{run.elapsed_seconds:.0f} s. Regenerate with `make bench`; this file and "
+        "`benchmarks.png` are overwritten by every run, so do not edit them by hand.",
+        "",
+        *interference_warning(run),
+        "## Machine",
+        "",
+        markdown_table(["", ""], [list(row) for row in run.machine.rows()],
+                       left_aligned=(0, 1)),
+        "",
+        "## Method",
+        "",
+        "- Every server listens on 127.0.0.1 and serves the same temporary docroot of "
+        "random files (1 KiB, 64 KiB, 10 MiB), checked byte-exact (sha256) before any load.",
+        f"- Same worker count for all: {run.workers} (forkserver, nginx, gunicorn); "
+        "`python -m http.server` is one process whatever the count.",
+        f"- wrk, one thread, {run.rounds} round(s) of {run.seconds_per_case} s per case, after "
+        f"a short warm-up: {cases}. Servers take turns within each round, so drift hits "
+        "every server alike. Each round opens new connections; the tables show the median "
+        "round, and every round is listed under *Rounds*.",
+        "- Latency is wrk's p50 / p99 in the 1 KiB keep-alive case (a saturated server: "
+        "queueing included).",
+        "- Peak PSS is the largest sum of `Pss:` (`/proc/PID/smaps_rollup`) over the whole "
+        "process tree (master + workers), sampled every 100 ms while the load runs.",
+        "- The load generator shares the machine's CPUs with the server, so on a small "
+        "machine every number is partly a measure of how little CPU a server needs.",
+        "",
+        "## Results",
+        "",
+        results_table(run),
+        "",
+        *(f"- {note}" for note in table_footnotes(run)),
+        "",
+        "## Targets (forkserver against nginx in the same run)",
+        "",
+        targets_table(run),
+        "",
+    ]
+    parts += ["## Rounds", "", rounds_table(run), ""]
+    parts += ["## CPU during the load", "",
+              "Totals cover all cases and the warm-up; the split shows how evenly each "
+              "server's workers shared the work in each round.", "", *cpu_lines(run), ""]
+    incidents = incident_lines(run)
+    parts += ["## Incidents", ""]
+    parts += incidents or ["None: no server crashed, replaced a worker or logged a problem."]
+    parts.append("")
+    if chart_name:
+        parts += ["## Chart", "", f"![Benchmark results]({chart_name})", ""]
+    parts += [
+        "## Running it",
+        "",
+        "`make bench` runs `python -m bench` (about three minutes; installs nginx-light and "
+        "wrk with apt-get and gunicorn and matplotlib with pip when they are missing). Flags:",
+        "",
+        "- `--quick`: one round of 2 s per case (about 40 s; noisier).",
+        "- `--seconds N`, `--rounds N`: wrk duration and runs per case and server "
+        "(default 3 s, 3 rounds; the median round is reported).",
+        "- `--workers N`: workers for every server (default 2).",
+        "- `--connections N`, `--large-file-connections N`: wrk connections "
+        "(default 50 and 4).",
+        "- `--servers forkserver,nginx`: a subset; this file is rewritten only when "
+        "forkserver and nginx both ran.",
+        "- `--no-write`: print the tables only.",
+        "- `--profile [CASE]`: run forkserver with one worker under py-spy for one case "
+        "(`1k-keepalive` by default) and write a flamegraph to `bench/results/`.",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def render_console(run: BenchmarkRun) -> str:
+    """What the terminal gets: the tables, footnotes and incidents, no method prose."""
+    parts = ["", results_table(run), ""]
+    parts += [f"- {note}" for note in table_footnotes(run)]
+    parts += ["", "Every round:", "", rounds_table(run), ""]
+    parts += ["", targets_table(run), "", "CPU during the load:", *cpu_lines(run), ""]
+    parts += incident_lines(run) or ["No incidents."]
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- chart
+
+
+def draw_chart(run: BenchmarkRun, path: Path) -> None:
+    """Grouped bars: throughput per case normalized to nginx = 1.0 (absolute values
+    written on the bars), then p50/p99 latency at 1 KiB, then peak PSS."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    servers = [server for server in run.servers if server.not_benchmarked is None]
+    nginx = run.server(NGINX)
+    figure, (rates, latency, memory) = plt.subplots(
+        1, 3, figsize=(16, 5.5), gridspec_kw={"width_ratios": [3.2, 1.4, 1.1]}
+    )
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    width = 0.8 / max(len(servers), 1)
+
+    for index, server in enumerate(servers):
+        offsets = [case_index + (index - (len(servers) - 1) / 2) * width
+                   for case_index in range(len(run.cases))]
+        heights, labels = [], []
+        for case in run.cases:
+            value = headline(server, case)
+            reference = headline(nginx, case) if nginx else None
+            if value is None:
+                heights.append(0.0)
+                labels.append("n/a")
+                continue
+            heights.append(value / reference if reference else math.nan)
+            labels.append(format_short(value))
+        bars = rates.bar(offsets, heights, width, label=server.name,
+                         color=colors[index % len(colors)])
+        rates.bar_label(bars, labels=labels, rotation=90, padding=2, fontsize=8)
+    rates.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    rates.set_xticks(range(len(run.cases)),
+                     [f"{case.title}\n({case.unit})" for case in run.cases])
+    rates.set_ylabel("relative to nginx (= 1.0)")
+    rates.set_title(f"Throughput, {run.workers} workers, wrk -t1 (absolute on bars)")
+    top = max((bar.get_height() for bar in rates.patches
+               if not math.isnan(bar.get_height())), default=1.0)
+    rates.set_ylim(0, top * 1.3)
+    rates.legend(loc="upper center", fontsize=8, ncol=len(servers))
+
+    names = [server.name for server in servers]
+    p50 = [(small_latency(server, "p50") or 0.0) * MILLISECONDS for server in servers]
+    p99 = [(small_latency(server, "p99") or 0.0) * MILLISECONDS for server in servers]
+    positions = range(len(servers))
+    for offset, values, label, color in ((-0.2, p50, "p50", "#7fa7d9"),
+                                         (0.2, p99, "p99", "#1f4e8c")):
+        bars = latency.bar([p + offset for p in positions], values, 0.4, label=label,
+                           color=color)
+        latency.bar_label(bars, labels=[format_ms(value / MILLISECONDS) for value in values],
+                          fontsize=7)
+    latency.set_yscale("log")
+    latency.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    latency.set_xticks(list(positions), names, rotation=20)
+    latency.set_ylabel("ms (log scale)")
+    latency.set_title("Latency, 1 KiB keep-alive")
+    measured = [value for value in (*p50, *p99) if value > 0] or [1.0]
+    latency.set_ylim(min(measured) / 3, max(measured) * 3)
+    latency.legend(fontsize=8, loc="upper left", ncol=2)
+
+    pss = [server.peak_pss_mib or 0.0 for server in servers]
+    bars = memory.bar(list(positions), pss, 0.6,
+                      color=[colors[i % len(colors)] for i in positions])
+    memory.bar_label(bars, labels=[f"{value:.1f}" for value in pss], fontsize=8)
+    memory.axhline(PSS_TARGET_MIB, color="red", linewidth=0.8, linestyle="--",
+                   label="forkserver target")
+    memory.set_ylim(0, max([*pss, PSS_TARGET_MIB]) * 1.25)
+    memory.set_xticks(list(positions), names, rotation=20)
+    memory.set_ylabel("MiB")
+    memory.set_title("Peak PSS, whole process tree")
+    memory.legend(fontsize=8, loc="upper left")
+
+    figure.suptitle(f"forkserver benchmark, {run.started_at:%Y-%m-%d}, "
+                    f"{run.machine.cpus} CPUs ({run.machine.cpu_model})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,269 @@
+"""One benchmark run from start to finish: the sequence and nothing else.
+
+Owns the order of things: prerequisites, docroot, start every server, check each
+serves the docroot byte-exact, warm up, run every case against every server while
+sampling memory, watch for crashes and replaced workers, stop every server (in a
+``finally``, also on Ctrl-C or SIGTERM), then print the report and write the docs.
+"""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from bench.cpu import (
+    CpuUsage,
+    take_snapshot,
+    tree_cpu,
+    uneven,
+    usage_between,
+    worker_cpu_split,
+)
+from bench.docroot import SMALL_FILE, ServedFile, build_docroot
+from bench.load import SMALL_KEEPALIVE, LoadCase, LoadFailure, WrkResult, build_cases, run_wrk
+from bench.machine import describe_machine
+from bench.memory import PssSampler
+from bench.prerequisites import Programs, ensure_benchmark_prerequisites
+from bench.processes import process_tree
+from bench.report import (
+    INTERFERENCE_WARNING_PERCENT,
+    BenchmarkRun,
+    ServerReport,
+    draw_chart,
+    format_ms,
+    format_rate,
+    format_split,
+    render_console,
+    render_markdown,
+)
+from bench.servers import (
+    FORKSERVER,
+    HTTP_SERVER,
+    NGINX,
+    RunningServer,
+    ServerStartError,
+    StartContext,
+    docroot_problems,
+    start_server,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOCS_DIRECTORY = REPO_ROOT / "docs"
+MARKDOWN_NAME = "benchmarks.md"
+CHART_NAME = "benchmarks.png"
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+@dataclass(frozen=True)
+class Options:
+    command: str  # as the user typed it, for the report
+    workers: int
+    seconds: int
+    rounds: int
+    warmup_seconds: int
+    connections: int
+    large_file_connections: int
+    servers: tuple[str, ...]
+    write_docs: bool
+
+
+def start_servers(options: Options, programs: Programs, workdir: Path, docroot: Path,
+                  reports: dict[str, ServerReport], running: list[RunningServer]) -> None:
+    """Start each server (appending to ``running`` at once, so ``finally`` sees it)."""
+    for name in options.servers:
+        context = StartContext(workdir=workdir / name, docroot=docroot,
+                               workers=options.workers, programs=programs,
+                               repo_root=REPO_ROOT, probe_path="/" + SMALL_FILE)
+        print(f"bench: starting {name}", flush=True)
+        try:
+            server = start_server(name, context)
+        except (ServerStartError, OSError) as error:
+            reports[name].not_benchmarked = f"did not start: {error}"
+            print(f"bench: {name} did not start: {error}", flush=True)
+            continue
+        running.append(server)
+        reports[name].note = server.note
+        print(f"bench: {name} serving on port {server.port}, pids {list(server.initial_tree)}",
+              flush=True)
+
+
+def check_docroots(running: list[RunningServer], files: dict[str, ServedFile],
+                   reports: dict[str, ServerReport]) -> list[RunningServer]:
+    """The servers that serve every file byte-exact; the others are reported and dropped."""
+    verified = []
+    for server in running:
+        problems = docroot_problems(server, files)
+        if problems:
+            reports[server.name].not_benchmarked = "byte-exact check failed: " + "; ".join(
+                problems)
+            print(f"bench: {server.name} failed the byte-exact check: {problems}", flush=True)
+        else:
+            verified.append(server)
+    return verified
+
+
+def progress_line(case: LoadCase, server: RunningServer, outcome: WrkResult | LoadFailure,
+                  worker_cpu: tuple[float, ...] | None = None) -> str:
+    prefix = f"bench: {case.title:<18} {server.name:<11}"
+    if isinstance(outcome, LoadFailure):
+        return f"{prefix} FAILED: {outcome.reason}"
+    errors = outcome.error_summary() or "no errors"
+    return (f"{prefix} {format_rate(outcome.headline(case), case):>10} {case.unit}  "
+            f"p50 {format_ms(outcome.latency_p50_seconds)} ms  "
+            f"p99 {format_ms(outcome.latency_p99_seconds)} ms  "
+            f"wrk CPU {outcome.wrk_cpu_percent:.0f}%  "
+            f"{format_worker_cpu(worker_cpu)}{errors}")
+
+
+def format_worker_cpu(split: tuple[float, ...] | None) -> str:
+    return f"workers CPU {format_split(split)} s  " if split else ""
+
+
+def load_servers(options: Options, programs: Programs, cases: tuple[LoadCase, ...],
+                 servers: list[RunningServer], reports: dict[str, ServerReport]
+                 ) -> CpuUsage | None:
+    """Warm up, then every case against every server, case-major, sampling memory;
+    returns what the CPUs did meanwhile (None if no server could be loaded)."""
+    if not servers:
+        return None
+    warmup_case = next(case for case in cases if case.key == SMALL_KEEPALIVE)
+    roots = {server.name: server.pid for server in servers}
+    with PssSampler(roots) as sampler:
+        cpu_before, load_started = take_snapshot(roots), time.monotonic()
+        for server in servers:
+            run_wrk(programs.wrk, server.url("/" + warmup_case.file_name), warmup_case,
+                    options.warmup_seconds)
+        for case in cases:
+            for _ in range(options.rounds):
+                for server in servers:
+                    load_once(options, programs, case, server, reports[server.name])
+        cpu = usage_between(cpu_before, take_snapshot(roots), time.monotonic() - load_started)
+    for server in servers:
+        report = reports[server.name]
+        report.cpu_by_process = cpu.describe_server(server.name, server.pid)
+        report.peak_pss_mib = sampler.peak_mib(server.name)
+        report.peak_process_count = sampler.peak_process_count(server.name)
+        note_process_changes(server, sampler.pids_seen(server.name), report)
+        note_uneven_workers(cases, report)
+    if cpu.interference_percent >= INTERFERENCE_WARNING_PERCENT:
+        print(f"bench: warning: other processes used {cpu.others_percent:.0f}% and the "
+              f"hypervisor stole {cpu.steal_percent:.0f}% of this machine's CPU during the "
+              "load; the numbers are skewed", flush=True)
+    return cpu
+
+
+def load_once(options: Options, programs: Programs, case: LoadCase, server: RunningServer,
+              report: ServerReport) -> None:
+    """One round of ``case`` against ``server``: wrk's numbers and the workers' CPU."""
+    split: tuple[float, ...] | None = None
+    if not server.is_running():
+        outcome: WrkResult | LoadFailure = LoadFailure(
+            f"server had exited with status {server.process.returncode}")
+    else:
+        before = tree_cpu(server.pid)
+        outcome = run_wrk(programs.wrk, server.url("/" + case.file_name), case,
+                          options.seconds)
+        split = worker_cpu_split(before, tree_cpu(server.pid), server.pid)
+        report.worker_cpu.setdefault(case.key, []).append(split)
+    report.rounds.setdefault(case.key, []).append(outcome)
+    print(progress_line(case, server, outcome, split), flush=True)
+
+
+def note_process_changes(server: RunningServer, pids_seen: set[int], report: ServerReport
+                         ) -> None:
+    """Record a crashed master or workers that were replaced during the load."""
+    if not server.is_running():
+        report.incidents.append(
+            f"master exited during the run with status {server.process.returncode}")
+        return
+    initial = set(server.initial_tree)
+    now = set(process_tree(server.pid))
+    appeared = sorted((pids_seen | now) - initial)
+    vanished = sorted(initial - now)
+    if appeared or vanished:
+        report.incidents.append(
+            f"process tree changed under load: started with {sorted(initial)}, "
+            f"now {sorted(now)}; new pids {appeared}, gone {vanished} "
+            "(workers died and were replaced?)")
+
+
+def note_uneven_workers(cases: tuple[LoadCase, ...], report: ServerReport) -> None:
+    for case in cases:
+        splits = report.worker_cpu.get(case.key, [])
+        lopsided = [split for split in splits if uneven(split)]
+        if lopsided:
+            report.incidents.append(
+                f"workers unevenly loaded in {case.title}, {len(lopsided)} of {len(splits)} "
+                "round(s): CPU " + ", ".join(format_split(split) for split in lopsided)
+                + " s (connections were not spread across the workers, so fewer workers "
+                "than configured did the work)")
+
+
+def stop_servers(running: list[RunningServer], reports: dict[str, ServerReport]) -> None:
+    for server in reversed(running):
+        outcome = server.stop()
+        report = reports[server.name]
+        # http.server has no SIGTERM handler: dying of the signal is its normal stop.
+        expected_statuses = {-signal.SIGTERM} if server.name == HTTP_SERVER else {0}
+        if outcome.killed or outcome.leftovers or outcome.exit_status not in expected_statuses:
+            report.incidents.append(f"stop ({server.stop_signal.name}): {outcome.describe()}")
+        report.incidents.extend(server.log_problems())
+        print(f"bench: stopped {server.name}: {outcome.describe()}", flush=True)
+
+
+def write_documents(run: BenchmarkRun) -> None:
+    DOCS_DIRECTORY.mkdir(exist_ok=True)
+    chart_path = DOCS_DIRECTORY / CHART_NAME
+    draw_chart(run, chart_path)
+    markdown_path = DOCS_DIRECTORY / MARKDOWN_NAME
+    markdown_path.write_text(render_markdown(run, CHART_NAME))
+    print(f"bench: wrote {markdown_path.relative_to(REPO_ROOT)} and "
+          f"{chart_path.relative_to(REPO_ROOT)}")
+
+
+def run_benchmark(options: Options) -> int:
+    """The whole benchmark; returns the exit status for ``python -m bench``."""
+    started_at = datetime.now().astimezone()
+    started = time.monotonic()
+    programs = ensure_benchmark_prerequisites()
+    machine = describe_machine(programs.nginx, programs.wrk, REPO_ROOT)
+    cases = build_cases(options.connections, options.large_file_connections)
+    reports = {name: ServerReport(name, note="") for name in options.servers}
+    running: list[RunningServer] = []
+    cpu: CpuUsage | None = None
+    with tempfile.TemporaryDirectory(prefix="forkserver-bench-") as temporary:
+        workdir = Path(temporary)
+        workdir.chmod(0o755)  # nginx workers (user nobody) must reach the docroot
+        files = build_docroot(workdir / "docroot")
+        try:
+            start_servers(options, programs, workdir, workdir / "docroot", reports, running)
+            verified = check_docroots(running, files, reports)
+            cpu = load_servers(options, programs, cases, verified, reports)
+        finally:
+            stop_servers(running, reports)
+    run = BenchmarkRun(
+        command=options.command, started_at=started_at,
+        elapsed_seconds=time.monotonic() - started, seconds_per_case=options.seconds,
+        rounds=options.rounds,
+        workers=options.workers, cases=cases, machine=machine,
+        servers=[reports[name] for name in options.servers],
+        others_cpu_percent=cpu.others_percent if cpu else None,
+        steal_cpu_percent=cpu.steal_percent if cpu else None,
+    )
+    print(render_console(run))
+    print(f"\nbench: finished in {run.elapsed_seconds:.0f} s")
+    forkserver, nginx = run.server(FORKSERVER), run.server(NGINX)
+    complete = all(server is not None and server.not_benchmarked is None
+                   for server in (forkserver, nginx))
+    if options.write_docs and complete:
+        write_documents(run)
+    elif options.write_docs:
+        print("bench: docs/ left unchanged: forkserver and nginx were not both benchmarked")
+    forkserver_failed = forkserver is not None and (
+        forkserver.not_benchmarked is not None
+        or forkserver.failed_anywhere())
+    return EXIT_FAILED if forkserver_failed else EXIT_OK
