@@ -23,8 +23,8 @@ import yaml
 from forkserver.errors import ConfigError
 
 __all__ = [
-    "MAX_WORKERS", "SCHEMA", "Config", "Limits", "Timeouts", "environment_problems",
-    "load_config",
+    "ERROR_PAGE_STATUSES", "MAX_WORKERS", "SCHEMA", "Config", "Limits", "Timeouts",
+    "environment_problems", "load_config",
 ]
 
 
@@ -62,6 +62,14 @@ class Config:
     max_requests: int = 0
     max_requests_jitter: int = 0
     limits: Limits = field(default_factory=Limits)
+    # Static files (docs/http.md). Mappings are kept as tuples of pairs, in file order.
+    precompressed: bool = True  # serve X.br / X.gz when the client accepts them
+    cache_control: tuple[tuple[str, str | None], ...] = (("*", "no-cache"),)  # glob → value
+    headers: tuple[tuple[str, str], ...] = ()  # added to every response
+    mime_types: tuple[tuple[str, str], ...] = ()  # extension (lower case, no dot) → type
+    server_tokens: bool = False  # Server: forkserver/VERSION instead of forkserver
+    autoindex: bool = False  # list a directory that has no index.html
+    error_pages: tuple[tuple[int, str], ...] = ()  # status → path in the docroot
     source: str | None = None  # absolute path of the YAML file, None without -c
 
 
@@ -102,6 +110,18 @@ class Invalid(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class InvalidKey(Invalid):
+    """An entry of a mapping-valued key has a bad name: "KEY: NAME reason"."""
+
+
+class InvalidItems(Exception):
+    """Entries of a mapping-valued key broke their rules: (name, value, problem) each."""
+
+    def __init__(self, problems: list[tuple[object, object, Invalid]]) -> None:
+        super().__init__(f"{len(problems)} invalid entries")
+        self.problems = problems
 
 
 Check = Callable[[object], object]  # returns the normalized value or raises Invalid
@@ -215,6 +235,153 @@ def error_log_path(value: object) -> object:
     return nonblank_string(expected="'-' or a path")(value)
 
 
+# -- mapping-valued keys: each entry checked on its own line ---------------------------
+
+EntryCheck = Callable[[object, object], tuple[object, object]]
+
+
+def mapping_of(check_entry: EntryCheck, expected: str) -> Check:
+    """A mapping whose entries each pass ``check_entry`` → a tuple of pairs, in order.
+
+    ``null`` (every entry commented out) is the empty mapping. Every bad entry is
+    reported, each on its own line (InvalidItems), not just the first.
+    """
+
+    def check(value: object) -> object:
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            raise wrong_type(value, f"a mapping of {expected}")
+        pairs: list[tuple[object, object]] = []
+        problems: list[tuple[object, object, Invalid]] = []
+        for name, item in value.items():
+            try:
+                pairs.append(check_entry(name, item))
+            except Invalid as exc:
+                problems.append((name, item, exc))
+        if problems:
+            raise InvalidItems(problems)
+        return tuple(pairs)
+
+    return check
+
+
+# tchar (RFC 9110 §5.6.2): header names, media type parts, cache directives.
+TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+QUOTED_STRING = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
+HEADER_NAME = re.compile(TOKEN)
+# Values the worker writes as latin-1: visible ASCII, inner spaces and tabs only.
+HEADER_VALUE = re.compile(r"[!-~](?:[ \t!-~]*[!-~])?")
+CACHE_DIRECTIVE = rf"{TOKEN}(?:=(?:{TOKEN}|{QUOTED_STRING}))?"
+CACHE_DIRECTIVES = re.compile(rf"{CACHE_DIRECTIVE}(?:[ \t]*,[ \t]*{CACHE_DIRECTIVE})*")
+MEDIA_TYPE = re.compile(
+    rf"{TOKEN}/{TOKEN}(?:[ \t]*;[ \t]*{TOKEN}=(?:{TOKEN}|{QUOTED_STRING}))*"
+)
+EXTENSION = re.compile(r"\.?[A-Za-z0-9_+\-]+")
+# Fields the server computes itself: a fixed value would contradict or duplicate it.
+MANAGED_HEADERS = {
+    "accept-ranges": "", "age": "", "allow": "", "connection": "",
+    "content-encoding": "", "content-length": "", "content-range": "",
+    "content-type": " (use mime_types)", "date": "", "etag": "", "keep-alive": "",
+    "last-modified": "", "location": "", "proxy-connection": "", "te": "", "trailer": "",
+    "transfer-encoding": "", "upgrade": "", "vary": "",
+    "cache-control": " (use cache_control)", "server": " (use server_tokens)",
+    "x-content-type-options": " (always nosniff)",
+}
+# Statuses whose page may come from the docroot (error_pages).
+ERROR_PAGE_STATUSES = (403, 404, 500)
+
+
+def cache_control_rule(pattern: object, value: object) -> tuple[object, object]:
+    if not isinstance(pattern, str) or not pattern or any(ord(c) < 32 for c in pattern):
+        raise InvalidKey("is not a glob pattern such as '*.css' or '/assets/**'")
+    if value is None:
+        return pattern, None
+    if not isinstance(value, str):
+        raise wrong_type(value, "a Cache-Control value or null")
+    if not CACHE_DIRECTIVES.fullmatch(value):
+        raise Invalid(
+            "is not a list of Cache-Control directives such as 'public, max-age=3600'"
+        )
+    return pattern, value
+
+
+def extra_header(name: object, value: object) -> tuple[object, object]:
+    if not isinstance(name, str) or not HEADER_NAME.fullmatch(name):
+        raise InvalidKey("is not a header field name (letters, digits and !#$%&'*+-.^_`|~)")
+    managed = MANAGED_HEADERS.get(name.lower())
+    if managed is not None:
+        raise InvalidKey(f"is a header forkserver sets itself{managed}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise wrong_type(value, "a string")
+    if not HEADER_VALUE.fullmatch(value):
+        raise Invalid("is not a header value (visible ASCII, no leading or trailing blanks)")
+    return name, value
+
+
+def mime_type_override(extension: object, media_type: object) -> tuple[object, object]:
+    if not isinstance(extension, str) or not EXTENSION.fullmatch(extension):
+        raise InvalidKey("is not a file extension such as 'woff2' or '.woff2'")
+    if not isinstance(media_type, str):
+        raise wrong_type(media_type, "a media type")
+    if not MEDIA_TYPE.fullmatch(media_type):
+        raise Invalid("is not a media type such as 'text/plain' or 'text/plain; charset=utf-8'")
+    return extension.lstrip(".").lower(), media_type
+
+
+def error_page(status: object, path: object) -> tuple[object, object]:
+    statuses = ", ".join(str(s) for s in ERROR_PAGE_STATUSES)
+    if isinstance(status, bool) or not isinstance(status, int):
+        raise InvalidKey(f"is {kind_of(status)}, expected one of the statuses {statuses}")
+    if status not in ERROR_PAGE_STATUSES:
+        raise InvalidKey(f"is not a status whose page can be set ({statuses})")
+    if not isinstance(path, str):
+        raise wrong_type(path, "a path in the docroot such as '/errors/404.html'")
+    segments = path.split("/")
+    if (
+        not path.startswith("/")
+        or any(not s or s.startswith(".") for s in segments[1:])
+        or any(ord(c) < 32 for c in path)
+    ):
+        raise Invalid(
+            "is not a file path in the docroot such as '/errors/404.html' (starting "
+            "with /, no empty, '.', '..' or hidden segments)"
+        )
+    return status, path
+
+
+def unique_names(check_entry: EntryCheck, fold: Callable[[object], object]) -> EntryCheck:
+    """``check_entry``, refusing a name that repeats an earlier one once folded."""
+    seen: dict[object, object] = {}
+
+    def check(name: object, value: object) -> tuple[object, object]:
+        normalized, checked = check_entry(name, value)
+        folded = fold(normalized)
+        if folded in seen and seen[folded] != name:
+            raise InvalidKey(f"repeats {show(seen[folded])}")
+        seen.setdefault(folded, name)
+        return normalized, checked
+
+    return check
+
+
+def mapping_without_repeats(
+    check_entry: EntryCheck, fold: Callable[[object], object], expected: str
+) -> Check:
+    """Like mapping_of, for names that repeat once folded (case, a leading dot)."""
+
+    def check(value: object) -> object:
+        return mapping_of(unique_names(check_entry, fold), expected)(value)
+
+    return check
+
+
+def lower_name(name: object) -> object:
+    return name.lower() if isinstance(name, str) else name
+
+
 # -- command-line text → value --------------------------------------------------------
 
 FromText = Callable[[str], object]
@@ -258,6 +425,7 @@ class Setting:
     check: Check
     from_text: FromText = as_given  # how a command-line string becomes a value
     is_path: bool = False  # resolved against the file's directory (or the cwd)
+    mapping: bool = False  # a mapping whose entries are checked (and reported) one by one
 
 
 def integer_setting(default: int, minimum: int, maximum: int | None = None) -> Setting:
@@ -293,6 +461,24 @@ SCHEMA: dict[str, Setting] = {
     "limits.request_line": integer_setting(8190, MIN_REQUEST_LINE, MAX_HEAD_BYTES),
     "limits.header_bytes": integer_setting(16384, MIN_HEADER_BYTES, MAX_HEAD_BYTES),
     "limits.headers": integer_setting(100, MIN_HEADERS, MAX_HEADERS),
+    "precompressed": Setting(True, boolean, bool_from_text),
+    "cache_control": Setting(
+        {"*": "no-cache"}, mapping_of(cache_control_rule, "glob patterns to values"),
+        mapping=True,
+    ),
+    "headers": Setting(
+        {}, mapping_without_repeats(extra_header, lower_name, "header names to values"),
+        mapping=True,
+    ),
+    "mime_types": Setting(
+        {}, mapping_without_repeats(mime_type_override, lower_name, "extensions to media types"),
+        mapping=True,
+    ),
+    "server_tokens": Setting(False, boolean, bool_from_text),
+    "autoindex": Setting(False, boolean, bool_from_text),
+    "error_pages": Setting(
+        {}, mapping_of(error_page, "statuses to paths in the docroot"), mapping=True
+    ),
 }
 SECTIONS = frozenset(key.split(".")[0] for key in SCHEMA if "." in key)
 TOP_LEVEL_KEYS = sorted({key.split(".")[0] for key in SCHEMA})
@@ -325,6 +511,7 @@ class Entry:
     key: str
     line: int
     value: object
+    item_lines: dict[object, int] = field(default_factory=dict)  # mapping entry → line
 
 
 # -- reading the YAML with line marks -------------------------------------------------
@@ -438,6 +625,9 @@ class FileReader:
             ))
 
     def read_value(self, key: str, line: int, node: yaml.Node) -> None:
+        if SCHEMA[key].mapping and isinstance(node, yaml.MappingNode):
+            self.read_entries(key, line, node)
+            return
         if (
             isinstance(node, yaml.ScalarNode)
             and node.tag == INT_TAG
@@ -458,6 +648,31 @@ class FileReader:
             self.report(line, key, f"unreadable value: {exc}")
         else:
             self.entries.append(Entry(key, line, value))
+
+    def read_entries(self, key: str, line: int, node: yaml.MappingNode) -> None:
+        """A mapping-valued key, keeping each entry's line for its own messages."""
+        value: dict[object, object] = {}
+        lines: dict[object, int] = {}
+        for name_node, item_node in node.value:
+            item_line = name_node.start_mark.line + 1
+            try:
+                name = self.loader.construct_object(name_node, deep=True)
+                item = self.loader.construct_object(item_node, deep=True)
+            except yaml.MarkedYAMLError as exc:
+                self.report(item_line, key, f"unreadable entry: {exc.problem}")
+                continue
+            except (ValueError, TypeError) as exc:
+                self.report(item_line, key, f"unreadable entry: {exc}")
+                continue
+            if isinstance(name, list | dict):
+                self.report(item_line, key, f"{show(name)} is {kind_of(name)}, not a name")
+                continue
+            if name in lines:
+                self.report(item_line, f"{key}[{show(name)}]",
+                            f"duplicate key, first given at line {lines[name]}")
+                continue
+            value[name], lines[name] = item, item_line
+        self.entries.append(Entry(key, line, value, lines))
 
 
 NULL_TAG = "tag:yaml.org,2002:null"
@@ -553,6 +768,32 @@ def docroot_problem(value: object, resolved: str, origin: Origin) -> Problem | N
     return None
 
 
+def item_problem(
+    path: str, entry: Entry, name: object, item: object, problem: Invalid, file_dir: str
+) -> Problem:
+    """``FILE:LINE: KEY: NAME reason`` for a bad name, ``KEY[NAME]: VALUE reason`` else."""
+    line = entry.item_lines.get(name, entry.line)
+    if isinstance(problem, InvalidKey):
+        origin = Origin(f"{path}:{line}", entry.key, file_dir, (FILE_RANK, line))
+        return origin.problem(name, problem.reason)
+    origin = Origin(f"{path}:{line}", f"{entry.key}[{show(name)}]", file_dir, (FILE_RANK, line))
+    return origin.problem(item, problem.reason)
+
+
+def error_page_file_problem(docroot: str, page: str) -> str | None:
+    """Why ``page`` (``/errors/404.html``) cannot be served from ``docroot``, or None."""
+    looked = os.path.join(docroot, page.lstrip("/"))
+    real_root = os.path.realpath(docroot)
+    real = os.path.realpath(looked)
+    inside = real.startswith(real_root.rstrip("/") + "/")
+    hidden = any(part.startswith(".") for part in real[len(real_root) :].split("/"))
+    if not inside or hidden:
+        return f"leads outside the docroot or to a hidden file (looked for {looked})"
+    if not os.path.isfile(real):
+        return f"is not a file in the docroot (looked for {looked})"
+    return None
+
+
 def limits_problem(values: Mapping[str, object], origins: Mapping[str, Origin]) -> Problem | None:
     """The head includes the request line, so a smaller head limit makes no sense."""
     request_line = pick(values, "limits.request_line", int)
@@ -583,6 +824,8 @@ class Layers:
         self.values: dict[str, object] = {}  # checked and normalized
         self.origins: dict[str, Origin] = {}
         self.problems: list[Problem] = []
+        self.item_lines: dict[str, dict[object, int]] = {}  # mapping key → entry → line
+        self.file_label: str | None = None  # the file as named in messages
         for key, setting in SCHEMA.items():
             default = Origin("built-in default", key, default_dir, (DEFAULT_RANK, 0))
             self.keep(key, setting.default, setting.check(setting.default), default)
@@ -594,8 +837,14 @@ class Layers:
         origin = Origin(f"{path}:{entry.line}", entry.key, file_dir, (FILE_RANK, entry.line))
         try:
             self.keep(entry.key, entry.value, SCHEMA[entry.key].check(entry.value), origin)
+            self.item_lines[entry.key] = entry.item_lines
         except Invalid as exc:
             self.problems.append(origin.problem(entry.value, exc.reason))
+        except InvalidItems as exc:
+            for name, item, problem in exc.problems:
+                self.problems.append(
+                    item_problem(path, entry, name, item, problem, file_dir)
+                )
 
     def offer_from_command_line(self, key: str, value: object, command_dir: str) -> None:
         flag = "--" + key.replace("_", "-")
@@ -621,12 +870,30 @@ class Layers:
     def check_together(self) -> None:
         """Rules on the final values: the docroot in use exists, the limits agree."""
         docroot = pick(self.values, "docroot", str)
-        for problem in (
-            docroot_problem(self.given["docroot"], docroot, self.origins["docroot"]),
-            limits_problem(self.values, self.origins),
-        ):
+        docroot_bad = docroot_problem(self.given["docroot"], docroot, self.origins["docroot"])
+        for problem in (docroot_bad, limits_problem(self.values, self.origins)):
             if problem is not None:
                 self.problems.append(problem)
+        if docroot_bad is None:
+            self.problems.extend(self.error_page_problems(docroot))
+
+    def error_page_problems(self, docroot: str) -> list[Problem]:
+        """Each configured error page must be a regular file inside the docroot in use."""
+        pages = self.values["error_pages"]
+        assert isinstance(pages, tuple)
+        origin = self.origins["error_pages"]
+        lines = self.item_lines.get("error_pages", {})
+        problems = []
+        for status, page in pages:
+            reason = error_page_file_problem(docroot, page)
+            if reason is None:
+                continue
+            line = lines.get(status, origin.rank[1])
+            where = f"{self.file_label}:{line}" if self.file_label else origin.where
+            problems.append(
+                ((origin.rank[0], line), f"{where}: error_pages[{status}]: {show(page)} {reason}")
+            )
+        return problems
 
 
 def load_config(
@@ -654,6 +921,7 @@ def load_config(
         file_dir = os.path.dirname(source)
         # The default docroot "." is the file's directory, like any relative path in it.
         layers = Layers(default_dir=file_dir)
+        layers.file_label = path
         entries, layers.problems = read_entries(path, read_text(source, label=path))
         for entry in entries:
             layers.offer_from_file(path, file_dir, entry)
@@ -698,6 +966,13 @@ def build_config(values: Mapping[str, object], source: str | None) -> Config:
             header_bytes=pick(values, "limits.header_bytes", int),
             headers=pick(values, "limits.headers", int),
         ),
+        precompressed=pick(values, "precompressed", bool),
+        cache_control=pick(values, "cache_control", tuple),
+        headers=pick(values, "headers", tuple),
+        mime_types=pick(values, "mime_types", tuple),
+        server_tokens=pick(values, "server_tokens", bool),
+        autoindex=pick(values, "autoindex", bool),
+        error_pages=pick(values, "error_pages", tuple),
         source=source,
     )
 

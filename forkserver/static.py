@@ -1,10 +1,14 @@
 """Static files: request → response plan.
 
 Owns URL-path → file resolution (containment in the docroot, dotfiles, symlinks),
-MIME types, validators, index files, redirects and error pages. May stat and open
-files; must not send anything, touch sockets or signals, or know about workers.
+the order in which a request is decided (method, path, file, variant, preconditions,
+range), index files, directory listings, redirects and error pages. May stat, open
+and list files; must not send anything, touch sockets or signals, or know about
+workers. The rules it applies live in small pure modules: ``conditional`` (RFC 9110
+§13), ``ranges`` (§14), ``negotiate`` (§12), ``mime``, ``caching``, ``autoindex``.
 
-Decisions where SPEC §5 leaves room (each pinned by ``tests/unit/test_static.py``):
+Decisions where SPEC §5 leaves room (each pinned by ``tests/unit/test_static.py``;
+docs/http.md lists every behaviour with its RFC section):
 
 * ``plan()`` never raises for a bad request: it returns the error plan itself (400
   for a malformed or climbing path, 404, 403, 405, 501, …). Only ``__init__`` raises
@@ -30,10 +34,24 @@ Decisions where SPEC §5 leaves room (each pinned by ``tests/unit/test_static.py
   missing file). Only regular files are served; a FIFO, socket or device → 404.
 * A directory without a trailing slash → 301 with a relative ``Location`` (the
   request path as sent, plus ``/``, plus the query); a directory with a slash → its
-  ``index.html``, otherwise 403.
+  ``index.html``, otherwise a listing (``autoindex: true``) or 403.
 * A request that announced a body (``Content-Length`` > 0) is answered and the
   connection closed (``Plan.close``): the body is never read, so the bytes after the
   head cannot be trusted as the next request.
+* The order of decisions for GET/HEAD of a file (RFC 9110 §13.2.1, §13.2.2): the
+  path and the file (3xx/4xx first, so preconditions never turn a 404 into a 412),
+  then the representation (the file or a precompressed variant, by Accept-Encoding),
+  then the preconditions on *that* representation's validators (304/412), then Range
+  (GET only, §14.2: HEAD ignores Range and gets the 200 headers).
+* Precompressed variants ``X.br``/``X.gz`` are looked for next to the file actually
+  opened (after following a symlink), must be regular files inside the docroot and
+  no older than X; X itself must exist. Several ranges of a variant are answered
+  with the whole variant (200): a Content-Encoding on a multipart body would
+  describe the multipart document, not the parts.
+* ``Last-Modified`` is never later than now (RFC 9110 §8.8.2.1): a file with an mtime
+  in the future is dated now.
+* Configured error pages (403/404/500) are read from the docroot through the same
+  contained walk on every use; if one cannot be served the built-in page is sent.
 
 Containment (how "nothing outside the docroot" is made true, not just checked): the
 worker holds an ``O_PATH`` descriptor of the docroot, opened once. Each request walks
@@ -53,8 +71,10 @@ Because the descriptor is held, the docroot is pinned when a worker starts: a de
 that swaps a symlinked docroot (``current -> release-N``) takes effect on reload
 (HUP), so each worker generation serves one consistent tree.
 
-Not here yet: conditional requests, ``Range`` (files carry no ``Accept-Ranges`` until
-ranges are served), caches.
+Cost: a plain GET pays for the walk, one ``fstat``, two ``faccessat`` probes for
+variants (when ``precompressed`` is on: about 2-4 µs of a ~15-20 µs plan) and a few
+dict lookups; the conditional and range machinery runs only when the request
+carries those fields.
 """
 
 from __future__ import annotations
@@ -62,16 +82,32 @@ from __future__ import annotations
 import errno
 import os
 import re
+import secrets
 import stat
 import time
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
+from forkserver import SERVER_NAME, __version__
+from forkserver.autoindex import render_html, render_json, scan_directory
+from forkserver.caching import CacheRules
+from forkserver.conditional import (
+    Verdict,
+    etag,
+    evaluate_preconditions,
+    http_date,
+    if_range_holds,
+)
 from forkserver.config import Config
 from forkserver.errors import HttpError, StartupError
 from forkserver.http import Request
+from forkserver.mime import CONTENT_TYPES, DEFAULT_TYPE, ContentTypes, content_type
+from forkserver.negotiate import BR, GZIP, choose_encoding, prefers_json
+from forkserver.ranges import ByteRange, content_range, multipart_framing, parse_range
 
 __all__ = [
+    "CONTENT_TYPES",
+    "DEFAULT_TYPE",
     "REASONS",
     "FileBody",
     "Plan",
@@ -81,6 +117,7 @@ __all__ = [
     "etag",
     "http_date",
     "resolve_path",
+    "server_header",
 ]
 
 # Reason phrases for the status line (RFC 9110 §15); the worker imports this table.
@@ -118,137 +155,27 @@ ALLOW = "GET, HEAD"
 INDEX_FILE = "index.html"
 NOSNIFF = ("X-Content-Type-Options", "nosniff")
 HTML_TYPE = "text/html; charset=utf-8"
-DEFAULT_TYPE = "application/octet-stream"
+JSON_TYPE = CONTENT_TYPES["json"]
+ACCEPT_RANGES = ("Accept-Ranges", "bytes")
+VARY_ENCODING = ("Vary", "Accept-Encoding")
+VARY_ACCEPT = ("Vary", "Accept")
+# Suffix of each precompressed variant, in order of preference at equal q.
+VARIANT_SUFFIXES = {BR: ".br", GZIP: ".gz"}
+# Multipart boundary: 24 random hex digits cannot plausibly occur in a file (and a
+# client cannot predict them to plant one).
+BOUNDARY_BYTES = 12
+# Last-Modified strings by second: the same few mtimes recur on every request.
+DATE_CACHE_SIZE = 4096
 
 # Statuses whose responses never have content, so no Content-Length (RFC 9110 §8.6).
 _NO_CONTENT = frozenset({204, 304})
-
-# Media types by lower-cased extension. A table of our own rather than ``mimetypes``,
-# whose answers depend on the host's /etc/mime.types: every machine must agree.
-_TYPES: dict[str, str] = {
-    # documents and code
-    "html": "text/html",
-    "htm": "text/html",
-    "xhtml": "application/xhtml+xml",
-    "css": "text/css",
-    "js": "text/javascript",  # RFC 9239
-    "mjs": "text/javascript",
-    "json": "application/json",
-    "map": "application/json",  # source maps
-    "jsonld": "application/ld+json",
-    "webmanifest": "application/manifest+json",
-    "xml": "application/xml",
-    "rss": "application/rss+xml",
-    "atom": "application/atom+xml",
-    "txt": "text/plain",
-    "md": "text/markdown",
-    "csv": "text/csv",
-    "ics": "text/calendar",
-    "vtt": "text/vtt",
-    "yaml": "application/yaml",  # RFC 9512
-    "yml": "application/yaml",
-    "toml": "application/toml",
-    "pdf": "application/pdf",
-    "wasm": "application/wasm",
-    # images
-    "svg": "image/svg+xml",
-    "png": "image/png",
-    "apng": "image/apng",
-    "jpg": "image/jpeg",
-    "jpeg": "image/jpeg",
-    "gif": "image/gif",
-    "webp": "image/webp",
-    "avif": "image/avif",
-    "ico": "image/x-icon",
-    "bmp": "image/bmp",
-    # fonts
-    "woff": "font/woff",
-    "woff2": "font/woff2",
-    "ttf": "font/ttf",
-    "otf": "font/otf",
-    # audio and video
-    "mp4": "video/mp4",
-    "m4v": "video/mp4",
-    "webm": "video/webm",
-    "ogv": "video/ogg",
-    "mov": "video/quicktime",
-    "mp3": "audio/mpeg",
-    "m4a": "audio/mp4",
-    "ogg": "audio/ogg",
-    "oga": "audio/ogg",
-    "opus": "audio/ogg",
-    "wav": "audio/wav",
-    "flac": "audio/flac",
-    # archives: served as themselves, never with Content-Encoding
-    "zip": "application/zip",
-    "gz": "application/gzip",
-    "tgz": "application/gzip",
-    "tar": "application/x-tar",
-    "bz2": "application/x-bzip2",
-    "xz": "application/x-xz",
-    "zst": "application/zstd",
-    "7z": "application/x-7z-compressed",
-    "epub": "application/epub+zip",
-}
-
-# Textual types that are not text/*: they get a charset parameter too.
-_TEXTUAL = frozenset({
-    "application/json",
-    "application/ld+json",
-    "application/manifest+json",
-    "application/xml",
-    "application/xhtml+xml",
-    "application/rss+xml",
-    "application/atom+xml",
-    "application/yaml",
-    "application/toml",
-    "application/javascript",
-    "image/svg+xml",
-})
+# Request fields that make a GET conditional (RFC 9110 §13.1).
+_CONDITIONAL_FIELDS = ("if-none-match", "if-modified-since", "if-match", "if-unmodified-since")
 
 
-def _with_charset(media_type: str) -> str:
-    if media_type.startswith("text/") or media_type in _TEXTUAL:
-        return f"{media_type}; charset=utf-8"
-    return media_type
-
-
-# Extension → full Content-Type value, charset included, computed once at import.
-CONTENT_TYPES: dict[str, str] = {ext: _with_charset(kind) for ext, kind in _TYPES.items()}
-
-
-def content_type(name: str) -> str:
-    """The Content-Type for a file name (its last extension, case-insensitive)."""
-    dot = name.rfind(".")
-    if dot < 0:
-        return DEFAULT_TYPE
-    return CONTENT_TYPES.get(name[dot + 1 :].lower(), DEFAULT_TYPE)
-
-
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-# An IMF-fixdate has a four-digit year (RFC 9110 §5.6.7): clamp mtimes to 1970..9999.
-_LAST_HTTP_DATE = 253402300799  # 9999-12-31T23:59:59Z
-
-
-def http_date(seconds: float) -> str:
-    """IMF-fixdate, e.g. ``Sun, 06 Nov 1994 08:49:37 GMT`` (RFC 9110 §5.6.7)."""
-    t = time.gmtime(min(max(int(seconds), 0), _LAST_HTTP_DATE))
-    return (
-        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
-    )
-
-
-def etag(st: os.stat_result) -> str:
-    """Strong validator ``"<inode>-<size>-<mtime_ns>"`` in hex (RFC 9110 §8.8.3).
-
-    Built only from the file's metadata, so every worker computes the same tag for the
-    same file without reading it; any write changes mtime_ns (and usually the size),
-    and an atomic replace (rename) changes the inode. Machines behind one balancer
-    see different inodes: they must share the tree (or a later digest ETag).
-    """
-    return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
+def server_header(config: Config) -> str:
+    """The Server field: the product name, plus the version with ``server_tokens``."""
+    return f"{SERVER_NAME}/{__version__}" if config.server_tokens else SERVER_NAME
 
 
 # -- URL path → segments ----------------------------------------------------------------
@@ -384,6 +311,33 @@ class _Refused(Exception):
         self.status = status
 
 
+class _NoIndex(Exception):
+    """The path is a directory without a servable index file (a listing or 403)."""
+
+
+@dataclass(slots=True)
+class _Opened:
+    """A file opened by the contained walk: its fd, its directory and the names walked.
+
+    ``names`` are symlink-free when the walk had to follow a symlink (the real path);
+    ``parent`` is an O_PATH descriptor of the containing directory, or the docroot's.
+    """
+
+    fd: int
+    parent: int
+    names: list[str]
+
+
+@dataclass(slots=True)
+class _Representation:
+    """The selected representation: the file itself or one precompressed variant."""
+
+    fd: int
+    st: os.stat_result
+    encoding: str | None  # "br", "gzip" or None
+    has_variants: bool  # the response varies by Accept-Encoding
+
+
 class StaticSite:
     """One docroot as configured; built once per worker and reused for every request."""
 
@@ -398,6 +352,14 @@ class StaticSite:
             raise StartupError(
                 f"docroot {config.docroot} cannot be opened: {exc.strerror}"
             ) from None
+        self.server = server_header(config)
+        self._types = ContentTypes(config.mime_types)
+        self._cache_control = CacheRules(config.cache_control)
+        self._extra = list(config.headers)
+        self._precompressed = config.precompressed
+        self._autoindex = config.autoindex
+        self._error_pages = dict(config.error_pages)
+        self._dates: dict[int, str] = {}
         # Error pages, built once: (headers, body) per status.
         self._pages: dict[int, tuple[list[tuple[str, str]], bytes]] = {}
         for status in REASONS:
@@ -421,7 +383,7 @@ class StaticSite:
         head = method == "HEAD"
         if head or method == "GET":
             try:
-                result = self._plan_file(request, head)
+                result = self._plan_get(request, head)
             except HttpError as error:
                 result = self.error_plan(error.status, head=head)
             except _Refused as refused:
@@ -437,29 +399,72 @@ class StaticSite:
         return result
 
     def error_plan(self, status: int, *, head: bool = False) -> Plan:
-        """A small fixed HTML page for ``status``; with ``head`` the same headers, no body."""
+        """The page for ``status``: the configured file, else a small fixed HTML page.
+
+        With ``head`` the same headers and no body.
+        """
+        if status in self._error_pages:
+            custom = self._custom_error_plan(status, head)
+            if custom is not None:
+                return custom
         parts = self._pages.get(status)
         if parts is None:
             if status in _NO_CONTENT or status < 200:
-                return Plan(status, [NOSNIFF])
+                return Plan(status, [NOSNIFF, *self._extra])
             parts = self._pages[status] = self._page_parts(status)
         headers, body = parts
         return Plan(status, list(headers), b"" if head else body)
 
-    # -- internals ----------------------------------------------------------------
+    # -- error pages ----------------------------------------------------------------
     def _page_parts(self, status: int) -> tuple[list[tuple[str, str]], bytes]:
         body = _page(status)
         headers = [("Content-Type", HTML_TYPE), ("Content-Length", str(len(body))), NOSNIFF]
         if status == 405:
             headers.append(("Allow", ALLOW))
+        headers.extend(self._extra)
         return headers, body
 
-    def _plan_file(self, request: Request, head: bool) -> Plan:
+    def _custom_error_plan(self, status: int, head: bool) -> Plan | None:
+        """The configured page for ``status`` from the docroot, or None if unservable."""
+        names = self._error_pages[status].strip("/").split("/")
+        try:
+            opened = self._open(names, directory=False)
+        except (_Refused, _NoIndex):
+            return None
+        fd = opened.fd
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            headers = [
+                ("Content-Type", self._types(names[-1])),
+                ("Content-Length", str(st.st_size)),
+                NOSNIFF,
+                *self._extra,
+            ]
+            if head or not st.st_size:
+                return Plan(status, headers)
+            body = FileBody(fd, 0, st.st_size)
+            fd = -1
+            return Plan(status, headers, file=body)
+        except OSError:
+            return None
+        finally:
+            self._release(opened.parent)
+            if fd >= 0:
+                os.close(fd)
+
+    # -- GET and HEAD -------------------------------------------------------------
+    def _plan_get(self, request: Request, head: bool) -> Plan:
         resolved = resolve_path(request.path)
         names = list(resolved.segments)
         if resolved.directory:
             names.append(INDEX_FILE)
-        fd = self._open(names, resolved.directory)
+        try:
+            opened = self._open(names, resolved.directory)
+        except _NoIndex:
+            return self._no_index(request, resolved, head)
+        fd = opened.fd
         try:
             st = os.fstat(fd)
             mode = st.st_mode
@@ -467,19 +472,73 @@ class StaticSite:
                 # With a trailing slash it is INDEX_FILE that turned out to be a
                 # directory: there is no index to serve.
                 if resolved.directory:
-                    raise _Refused(403)
+                    return self._no_index(request, resolved, head)
                 return self._redirect(request, resolved, head)
             if not stat.S_ISREG(mode):
                 raise _Refused(404)  # FIFO, socket, device: never served
+            fd = -1  # _plan_file owns it from here
+            return self._plan_file(request, head, names, opened, st)
+        finally:
+            self._release(opened.parent)
+            if fd >= 0:
+                os.close(fd)
+
+    def _plan_file(
+        self, request: Request, head: bool, names: list[str], opened: _Opened,
+        st: os.stat_result,
+    ) -> Plan:
+        """The response for a regular file; owns ``opened.fd`` (sends or closes it)."""
+        fields = request.headers
+        try:
+            chosen = self._representation(fields, opened, st)
+        except BaseException:
+            os.close(opened.fd)
+            raise
+        fd, st = chosen.fd, chosen.st
+        try:
+            now = time.time()
+            mtime = st.st_mtime
+            # Never later than the response's Date (RFC 9110 §8.8.2.1).
+            last_modified = int(mtime) if mtime < now else int(now)
+            tag = etag(st)
+            validators = [("Last-Modified", self._http_date(last_modified)), ("ETag", tag)]
+            cache_control = self._cache_control("/" + "/".join(names))
+            if cache_control is not None:
+                validators.append(("Cache-Control", cache_control))
+            if chosen.has_variants:
+                validators.append(VARY_ENCODING)
+
+            if any(name in fields for name in _CONDITIONAL_FIELDS):
+                verdict = evaluate_preconditions(fields, tag, last_modified)
+                if verdict is Verdict.NOT_MODIFIED:
+                    # RFC 9110 §15.4.5: the validators and caching fields a 200 would
+                    # carry, and no content fields.
+                    return Plan(304, [*validators, NOSNIFF, *self._extra])
+                if verdict is Verdict.FAILED:
+                    return self._failed(412, head, chosen.has_variants)
+
             size = st.st_size
-            headers = [
-                ("Content-Type", content_type(names[-1] if names else "")),
-                ("Content-Length", str(size)),
-                ("Last-Modified", http_date(st.st_mtime)),
-                ("ETag", etag(st)),
-                NOSNIFF,
-            ]
-            if head or size == 0:
+            media_type = self._types(names[-1])
+            headers = [("Content-Type", media_type), ("Content-Length", str(size))]
+            headers.extend(validators)
+            headers.append(ACCEPT_RANGES)
+            if chosen.encoding is not None:
+                headers.append(("Content-Encoding", chosen.encoding))
+            headers.append(NOSNIFF)
+            headers.extend(self._extra)
+
+            range_field = fields.get("range")
+            if range_field is not None and not head and size:
+                # §13.2.2 step 5 and §13.1.5: If-Range decides whether Range applies.
+                if_range = fields.get("if-range")
+                if if_range is None or if_range_holds(
+                    if_range, tag, last_modified, mtime, now
+                ):
+                    parts = parse_range(range_field, size)
+                    if parts is not None and (len(parts) < 2 or chosen.encoding is None):
+                        owned, fd = fd, -1  # _partial owns it, even if it raises
+                        return self._partial(parts, headers, owned, size, media_type, chosen)
+            if head or not size:
                 return Plan(200, headers)
             body = FileBody(fd, 0, size)
             fd = -1  # the worker owns it now
@@ -487,6 +546,167 @@ class StaticSite:
         finally:
             if fd >= 0:
                 os.close(fd)
+
+    def _partial(
+        self, parts: list[ByteRange], headers: list[tuple[str, str]], fd: int, size: int,
+        media_type: str, chosen: _Representation,
+    ) -> Plan:
+        """206 for satisfiable parts, 416 for none (RFC 9110 §14.2); owns ``fd``."""
+        try:
+            if not parts:
+                plan = self._failed(416, False, chosen.has_variants)
+                plan.headers.append(("Content-Range", f"bytes */{size}"))
+                return plan
+            if len(parts) == 1:
+                part = parts[0]
+                partial = _replace_fields(headers, {
+                    "Content-Length": str(part.length),
+                    "Content-Range": content_range(part, size),
+                })
+                body = FileBody(fd, part.first, part.length)
+                fd = -1
+                return Plan(206, partial, file=body)
+            boundary = secrets.token_hex(BOUNDARY_BYTES)
+            heads, closing, total = multipart_framing(parts, size, media_type, boundary)
+            multipart = _replace_fields(headers, {
+                "Content-Type": f"multipart/byteranges; boundary={boundary}",
+                "Content-Length": str(total),
+            })
+            rest: list[bytes | FileBody] = []
+            try:
+                for part_head, part in zip(heads[1:], parts[1:], strict=True):
+                    rest.append(part_head)
+                    rest.append(FileBody(os.dup(fd), part.first, part.length))
+            except OSError:
+                for segment in rest:
+                    if isinstance(segment, FileBody):
+                        os.close(segment.fd)
+                raise
+            rest.append(closing)
+            first = FileBody(fd, parts[0].first, parts[0].length)
+            fd = -1
+            return Plan(206, multipart, body=heads[0], file=first, rest=rest)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _failed(self, status: int, head: bool, has_variants: bool) -> Plan:
+        """412 or 416 for a file: its page, plus Vary when the answer depended on it."""
+        plan = self.error_plan(status, head=head)
+        if has_variants:
+            plan.headers.append(VARY_ENCODING)
+        return plan
+
+    # -- precompressed variants -----------------------------------------------------
+    def _representation(
+        self, fields: dict[str, str], opened: _Opened, st: os.stat_result
+    ) -> _Representation:
+        """The file or a fresh precompressed variant, by Accept-Encoding (§12.5.3)."""
+        if not self._precompressed:
+            return _Representation(opened.fd, st, None, False)
+        name = opened.names[-1]
+        has_br = self._fresh_variant(opened, name + VARIANT_SUFFIXES[BR], st)
+        has_gzip = self._fresh_variant(opened, name + VARIANT_SUFFIXES[GZIP], st)
+        if not (has_br or has_gzip):
+            return _Representation(opened.fd, st, None, False)
+        encoding = choose_encoding(fields.get("accept-encoding"), has_br, has_gzip)
+        if encoding is not None:
+            variant = self._open_variant(opened, name + VARIANT_SUFFIXES[encoding], st)
+            if variant is not None:
+                os.close(opened.fd)
+                return _Representation(variant[0], variant[1], encoding, True)
+        return _Representation(opened.fd, st, None, True)
+
+    def _fresh_variant(self, opened: _Opened, name: str, original: os.stat_result) -> bool:
+        """Whether ``name`` beside the file is a regular file, inside, not older than it."""
+        parent = opened.parent
+        # Most files have no variant: faccessat answers that without building an
+        # exception or a stat result (about half the cost of a failing os.stat).
+        if not os.access(name, os.F_OK, dir_fd=parent, follow_symlinks=False):
+            return False  # ENOENT, and ENAMETOOLONG and friends mean "none" too
+        try:
+            info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except OSError:
+            return False
+        if stat.S_ISLNK(info.st_mode):
+            variant = self._open_variant(opened, name, original)
+            if variant is None:
+                return False
+            os.close(variant[0])
+            return True
+        return stat.S_ISREG(info.st_mode) and info.st_mtime_ns >= original.st_mtime_ns
+
+    def _open_variant(
+        self, opened: _Opened, name: str, original: os.stat_result
+    ) -> tuple[int, os.stat_result] | None:
+        """Open a variant by the contained walk; judged by fstat, so a swap cannot fool it."""
+        try:
+            try:
+                fd = os.open(name, _FILE_FLAGS, dir_fd=opened.parent)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    return None
+                linked = self._open([*opened.names[:-1], name], directory=False)
+                self._release(linked.parent)
+                fd = linked.fd
+        except (_Refused, _NoIndex):
+            return None
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return None
+        if not stat.S_ISREG(info.st_mode) or info.st_mtime_ns < original.st_mtime_ns:
+            os.close(fd)  # a stale variant is never served
+            return None
+        return fd, info
+
+    # -- directories ----------------------------------------------------------------
+    def _no_index(self, request: Request, resolved: ResolvedPath, head: bool) -> Plan:
+        """A directory with no index: a listing with ``autoindex``, else 403."""
+        if not self._autoindex:
+            raise _Refused(403)
+        names = list(resolved.segments)
+        opened = self._open(names, directory=False)
+        try:
+            if not stat.S_ISDIR(os.fstat(opened.fd).st_mode):
+                raise _Refused(404)
+            url_path = "/" + "".join(name + "/" for name in names)
+            try:
+                listing = scan_directory(
+                    opened.fd, url_path, lambda name: self._inside([*opened.names, name])
+                )
+            except OSError:
+                raise _Refused(403) from None  # a search-only directory cannot be listed
+        finally:
+            self._release(opened.parent)
+            os.close(opened.fd)
+        fields = request.headers
+        if any(name in fields for name in _CONDITIONAL_FIELDS):
+            # A listing has no validators: only "*" can match (RFC 9110 §13.1.1, §13.1.2).
+            verdict = evaluate_preconditions(fields, None, None)
+            if verdict is Verdict.NOT_MODIFIED:
+                return Plan(304, [VARY_ACCEPT, NOSNIFF, *self._extra])
+            if verdict is Verdict.FAILED:
+                return self.error_plan(412, head=head)
+        if prefers_json(fields.get("accept")):
+            body, media_type = render_json(listing), JSON_TYPE
+        else:
+            body, media_type = render_html(listing), HTML_TYPE
+        headers = [("Content-Type", media_type), ("Content-Length", str(len(body)))]
+        cache_control = self._cache_control(url_path)
+        if cache_control is not None:
+            headers.append(("Cache-Control", cache_control))
+        headers.extend((VARY_ACCEPT, NOSNIFF, *self._extra))
+        return Plan(200, headers, b"" if head else body)
+
+    def _inside(self, names: list[str]) -> bool:
+        """Whether the symlink ``names`` leads inside the docroot, to no hidden name."""
+        try:
+            self._real_names(names)
+        except _Refused:
+            return False
+        return True
 
     def _redirect(self, request: Request, resolved: ResolvedPath, head: bool) -> Plan:
         """301 to the directory with a slash (relative Location, RFC 9110 §10.2.2)."""
@@ -505,20 +725,41 @@ class StaticSite:
         plan.headers.append(("Location", location))
         return plan
 
-    def _open(self, names: list[str], directory: bool) -> int:
-        """Open the file ``names`` leads to, contained in the docroot; or raise _Refused."""
+    def _http_date(self, seconds: int) -> str:
+        value = self._dates.get(seconds)
+        if value is None:
+            if len(self._dates) >= DATE_CACHE_SIZE:
+                self._dates.clear()
+            value = self._dates[seconds] = http_date(seconds)
+        return value
+
+    # -- the contained walk -----------------------------------------------------------
+    def _release(self, parent: int) -> None:
+        if parent != self._root_fd:
+            os.close(parent)
+
+    def _open(self, names: list[str], directory: bool) -> _Opened:
+        """Open what ``names`` leads to, contained in the docroot; or raise _Refused.
+
+        With ``directory`` (the last name is the index file) a directory without it
+        raises _NoIndex. The caller closes ``fd`` and releases ``parent``.
+        """
         try:
             try:
-                return self._walk(names)
+                fd, parent = self._walk(names)
+                return _Opened(fd, parent, names)
             except OSError as exc:
                 if exc.errno not in _SYMLINK_ERRORS:
                     raise
             real = self._real_names(names)
-            return self._walk(real)
+            fd, parent = self._walk(real)
+            return _Opened(fd, parent, real)
         except OSError as exc:
             code = exc.errno
             if code == errno.ENOENT and directory:
-                raise _Refused(self._missing_index_status(names[:-1])) from None
+                if self._is_directory(names[:-1]):
+                    raise _NoIndex from None
+                raise _Refused(404) from None
             if code in _FORBIDDEN_ERRORS:
                 raise _Refused(403) from None
             if code in _MISSING_ERRORS:
@@ -527,34 +768,39 @@ class StaticSite:
                 raise _Refused(503) from None
             raise _Refused(500) from None
 
-    def _missing_index_status(self, names: list[str]) -> int:
-        """403 if ``names`` is a directory (it just has no index file), else 404."""
-        fd = self._open(names, False)
+    def _is_directory(self, names: list[str]) -> bool:
+        opened = self._open(names, False)
         try:
-            return 403 if stat.S_ISDIR(os.fstat(fd).st_mode) else 404
+            return stat.S_ISDIR(os.fstat(opened.fd).st_mode)
         finally:
-            os.close(fd)
+            self._release(opened.parent)
+            os.close(opened.fd)
 
-    def _walk(self, names: list[str]) -> int:
-        """openat one component at a time from the docroot, never following a symlink."""
+    def _walk(self, names: list[str]) -> tuple[int, int]:
+        """openat one component at a time from the docroot, never following a symlink.
+
+        Returns (fd of the last name, O_PATH fd of its directory or the docroot's).
+        """
+        root = self._root_fd
         if not names:
-            return os.open(".", _FILE_FLAGS, dir_fd=self._root_fd)
-        parent = self._root_fd
+            return os.open(".", _FILE_FLAGS, dir_fd=root), root
+        parent = root
         try:
             for name in names[:-1]:
                 fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-                if parent != self._root_fd:
+                if parent != root:
                     os.close(parent)
                 parent = fd
             try:
-                return os.open(names[-1], _FILE_FLAGS, dir_fd=parent)
+                return os.open(names[-1], _FILE_FLAGS, dir_fd=parent), parent
             except PermissionError:
                 # A directory may be searchable but not readable (mode --x): it can
                 # still hold an index file, so look at what it is without reading it.
-                return self._probe_directory(names[-1], parent)
-        finally:
-            if parent != self._root_fd:
+                return self._probe_directory(names[-1], parent), parent
+        except BaseException:
+            if parent != root:
                 os.close(parent)
+            raise
 
     @staticmethod
     def _probe_directory(name: str, parent: int) -> int:
@@ -580,3 +826,12 @@ class StaticSite:
             if name.startswith("."):
                 raise _Refused(404)  # a symlink to a hidden file
         return real_names
+
+
+def _replace_fields(
+    headers: list[tuple[str, str]], changes: dict[str, str]
+) -> list[tuple[str, str]]:
+    """``headers`` with the named fields' values replaced; new names are appended."""
+    replaced = [(name, changes.pop(name, value)) for name, value in headers]
+    replaced.extend(changes.items())
+    return replaced

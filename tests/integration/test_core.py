@@ -196,18 +196,20 @@ def test_directories_index_redirect_and_forbidden(server: Server) -> None:
 def test_missing_dotfiles_and_traversal(server: Server) -> None:
     assert fetch(server, "/nope.txt")[0] == 404
     assert fetch(server, "/.secret")[0] == 404
-    raw = request(server.port, b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n")
+    close = b"Host: x\r\nConnection: close\r\n\r\n"
+    raw = request(server.port, b"GET /../../etc/passwd HTTP/1.1\r\n" + close)
     assert status_of(raw) == 400
-    raw = request(server.port, b"GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n")
+    raw = request(server.port, b"GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\n" + close)
     assert status_of(raw) == 400
     assert b"root:" not in raw
 
 
 def test_methods(server: Server) -> None:
-    response = request(server.port, b"POST /style.css HTTP/1.1\r\nHost: x\r\n\r\n")
+    close = b"Host: x\r\nConnection: close\r\n\r\n"
+    response = request(server.port, b"POST /style.css HTTP/1.1\r\n" + close)
     assert status_of(response) == 405
     assert b"\r\nAllow: GET, HEAD\r\n" in response
-    assert status_of(request(server.port, b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n")) == 501
+    assert status_of(request(server.port, b"BREW / HTTP/1.1\r\n" + close)) == 501
 
 
 # -- connections ----------------------------------------------------------------------

@@ -72,7 +72,9 @@ def test_the_schema_defaults_agree_with_the_dataclass() -> None:
             flat[f"{section}.{inner.name}"] = getattr(getattr(Config(), section), inner.name)
     for key, setting in SCHEMA.items():
         if key not in ("docroot", "workers"):  # resolved at load time
-            assert setting.default == flat[key], key
+            # A mapping is written in YAML as a mapping and kept as a tuple of pairs.
+            default = setting.check(setting.default) if setting.mapping else setting.default
+            assert default == flat[key], key
     assert SCHEMA["workers"].default == "auto"
     assert SCHEMA["docroot"].default == "."
 
@@ -227,6 +229,64 @@ INVALID = [
     ("port: !!int x\n", 3, "port: unreadable value: invalid literal for int() with base 10: 'x'"),
     ("port: !env PORT\n", 3,
      "port: unreadable value: could not determine a constructor for the tag '!env'"),
+    # static-file keys: a mapping entry's problem names its own line
+    ("precompressed: 1\n", 3, "precompressed: 1 is an integer, expected true or false"),
+    ("autoindex: on please\n", 3,
+     "autoindex: 'on please' is a string, expected true or false"),
+    ('server_tokens: "yes"\n', 3, "server_tokens: 'yes' is a string, expected true or false"),
+    ("cache_control: no-cache\n", 3,
+     "cache_control: 'no-cache' is a string, expected a mapping of glob patterns to values"),
+    ('cache_control:\n  "*.css": 60\n', 4,
+     "cache_control['*.css']: 60 is an integer, expected a Cache-Control value or null"),
+    ('cache_control:\n  "*.css": "max-age: 60"\n', 4,
+     "cache_control['*.css']: 'max-age: 60' is not a list of Cache-Control directives "
+     "such as 'public, max-age=3600'"),
+    ('cache_control:\n  "*": x\n  "": y\n', 5,
+     "cache_control: '' is not a glob pattern such as '*.css' or '/assets/**'"),
+    ('cache_control:\n  "*.css": a\n  "*.css": b\n', 5,
+     "cache_control['*.css']: duplicate key, first given at line 4"),
+    ("headers: [a]\n", 3,
+     "headers: [a] is a list, expected a mapping of header names to values"),
+    ("headers:\n  Bad Name: x\n", 4,
+     "headers: 'Bad Name' is not a header field name (letters, digits and !#$%&'*+-.^_`|~)"),
+    ("headers:\n  Content-Length: 5\n", 4,
+     "headers: 'Content-Length' is a header forkserver sets itself"),
+    ("headers:\n  Cache-Control: no-store\n", 4,
+     "headers: 'Cache-Control' is a header forkserver sets itself (use cache_control)"),
+    ("headers:\n  server: x\n", 4,
+     "headers: 'server' is a header forkserver sets itself (use server_tokens)"),
+    ("headers:\n  X-A: 1\n  x-a: 2\n", 5, "headers: 'x-a' repeats 'X-A'"),
+    ('headers:\n  X-A: "a\\u00e9"\n', 4,
+     "headers['X-A']: 'a\u00e9' is not a header value (visible ASCII, no leading or "
+     "trailing blanks)"),
+    ('headers:\n  X-A: ""\n', 4,
+     "headers['X-A']: '' is not a header value (visible ASCII, no leading or trailing "
+     "blanks)"),
+    ("headers:\n  X-A: true\n", 4, "headers['X-A']: true is a boolean, expected a string"),
+    ("mime_types:\n  tar.gz: application/gzip\n", 4,
+     "mime_types: 'tar.gz' is not a file extension such as 'woff2' or '.woff2'"),
+    ("mime_types:\n  md: text\n", 4,
+     "mime_types['md']: 'text' is not a media type such as 'text/plain' or "
+     "'text/plain; charset=utf-8'"),
+    ("mime_types:\n  .woff2: font/woff2\n  WOFF2: font/woff2\n", 5,
+     "mime_types: 'WOFF2' repeats '.woff2'"),
+    ("mime_types:\n  [a]: text/plain\n", 4, "mime_types: [a] is a list, not a name"),
+    ('error_pages:\n  "404": /404.html\n', 4,
+     "error_pages: '404' is a string, expected one of the statuses 403, 404, 500"),
+    ("error_pages:\n  405: /405.html\n", 4,
+     "error_pages: 405 is not a status whose page can be set (403, 404, 500)"),
+    ("error_pages:\n  404: errors/404.html\n", 4,
+     "error_pages[404]: 'errors/404.html' is not a file path in the docroot such as "
+     "'/errors/404.html' (starting with /, no empty, '.', '..' or hidden segments)"),
+    ("error_pages:\n  404: /../404.html\n", 4,
+     "error_pages[404]: '/../404.html' is not a file path in the docroot such as "
+     "'/errors/404.html' (starting with /, no empty, '.', '..' or hidden segments)"),
+    ("error_pages:\n  404: /.errors/404.html\n", 4,
+     "error_pages[404]: '/.errors/404.html' is not a file path in the docroot such as "
+     "'/errors/404.html' (starting with /, no empty, '.', '..' or hidden segments)"),
+    ("error_pages:\n  404: /nowhere.html\n", 4,
+     "error_pages[404]: '/nowhere.html' is not a file in the docroot (looked for "
+     "DOCROOT/nowhere.html)"),
 ]
 
 
@@ -235,6 +295,7 @@ def test_each_rule_names_the_key_the_value_and_the_line(
     tmp_path: Path, text: str, line: int, message: str
 ) -> None:
     path = write(tmp_path, PREAMBLE + text)
+    message = message.replace("DOCROOT", str(tmp_path))
     assert problems_of(lambda: load_config(str(path))) == [f"{path}:{line}: {message}"]
 
 
@@ -281,6 +342,80 @@ docroot: missing
         f"{path}:5: workers: 0 is out of range 1{EN_DASH}512",
         f"{path}:6: log_level: 'loud' is not one of debug, info, warning, error",
         f"{path}:7: docroot: 'missing' does not exist (looked for {tmp_path / 'missing'})",
+    ]
+
+
+def test_static_file_keys_are_read_in_file_order(tmp_path: Path) -> None:
+    (tmp_path / "errors").mkdir()
+    (tmp_path / "errors" / "404.html").write_text("gone\n")
+    path = write(tmp_path, """\
+precompressed: false
+cache_control:
+  "*.css": "public, max-age=31536000, immutable"
+  "/assets/**": 'max-age=60, stale-while-revalidate="30"'
+  "*.html": null
+headers:
+  X-Frame-Options: DENY
+  Access-Control-Max-Age: 600
+mime_types:
+  .GLB: model/gltf-binary
+  log: text/plain; charset=us-ascii
+server_tokens: true
+autoindex: true
+error_pages:
+  404: /errors/404.html
+""")
+    config = load_config(str(path))
+    assert config.precompressed is False and config.server_tokens is True
+    assert config.autoindex is True
+    assert config.cache_control == (
+        ("*.css", "public, max-age=31536000, immutable"),
+        ("/assets/**", 'max-age=60, stale-while-revalidate="30"'),
+        ("*.html", None),
+    )
+    assert config.headers == (("X-Frame-Options", "DENY"), ("Access-Control-Max-Age", "600"))
+    assert config.mime_types == (("glb", "model/gltf-binary"),
+                                 ("log", "text/plain; charset=us-ascii"))
+    assert config.error_pages == ((404, "/errors/404.html"),)
+
+
+@pytest.mark.parametrize("key", ["cache_control", "headers", "mime_types", "error_pages"])
+def test_a_mapping_with_every_entry_commented_out_is_empty(tmp_path: Path, key: str) -> None:
+    config = load_config(str(write(tmp_path, f"{key}:\n#  a: b\n")))
+    assert getattr(config, key) == ()
+
+
+def test_every_bad_entry_is_reported_on_its_own_line(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+headers:
+  X-Good: fine
+  Bad Name: x
+  X-Num: 1.5
+port: 70000
+cache_control:
+  "*": 5
+""")
+    assert problems_of(lambda: load_config(str(path))) == [
+        f"{path}:3: headers: 'Bad Name' is not a header field name "
+        "(letters, digits and !#$%&'*+-.^_`|~)",
+        f"{path}:4: headers['X-Num']: 1.5 is a number, expected a string",
+        f"{path}:5: port: 70000 is out of range 0{EN_DASH}65535",
+        f"{path}:7: cache_control['*']: 5 is an integer, expected a Cache-Control value "
+        "or null",
+    ]
+
+
+def test_an_error_page_must_stay_inside_the_docroot(tmp_path: Path) -> None:
+    (tmp_path / "www").mkdir()
+    (tmp_path / "secret.html").write_text("outside\n")
+    os.symlink(tmp_path / "secret.html", tmp_path / "www" / "404.html")
+    (tmp_path / "www" / "403").mkdir()
+    path = write(tmp_path, "docroot: www\nerror_pages:\n  404: /404.html\n  403: /403\n")
+    assert problems_of(lambda: load_config(str(path))) == [
+        f"{path}:3: error_pages[404]: '/404.html' leads outside the docroot or to a hidden "
+        f"file (looked for {tmp_path / 'www' / '404.html'})",
+        f"{path}:4: error_pages[403]: '/403' is not a file in the docroot "
+        f"(looked for {tmp_path / 'www' / '403'})",
     ]
 
 
@@ -499,15 +634,22 @@ def test_the_sample_configuration_loads_from_anywhere(
 
 def test_the_sample_configuration_shows_every_key_with_its_default() -> None:
     document = yaml.safe_load((REPO / "conf" / "site.yaml").read_text())
+    sections = {key.split(".")[0] for key in SCHEMA if "." in key}
     shown = {
-        f"{key}.{inner}" if isinstance(value, dict) else key: inner_value
+        f"{key}.{inner}" if key in sections else key: inner_value
         for key, value in document.items()
-        for inner, inner_value in (value.items() if isinstance(value, dict) else [(key, value)])
+        for inner, inner_value in (value.items() if key in sections else [(key, value)])
     }
     assert set(shown) == set(SCHEMA)
     for key, setting in SCHEMA.items():
         if key != "docroot":  # the sample serves ../static
             assert shown[key] == setting.default, key
+
+
+def test_every_key_is_documented_in_the_configuration_reference() -> None:
+    reference = (REPO / "docs" / "configuration.md").read_text()
+    for key in SCHEMA:
+        assert f"| `{key}` |" in reference, key
 
 
 # -- robustness -----------------------------------------------------------------------

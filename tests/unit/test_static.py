@@ -6,31 +6,40 @@ assertion never leaks descriptors into the next test.
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import email.utils
+import errno
+import json
 import os
 import re
 import shutil
 import socket
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from forkserver import __version__
 from forkserver.config import Config
 from forkserver.errors import HttpError, StartupError
 from forkserver.http import Request
 from forkserver.static import (
     KNOWN_METHODS,
     REASONS,
+    FileBody,
     Plan,
     StaticSite,
     content_type,
     http_date,
     resolve_path,
+    server_header,
 )
 
 IS_ROOT = os.geteuid() == 0
@@ -38,7 +47,8 @@ IS_ROOT = os.geteuid() == 0
 
 # -- helpers ----------------------------------------------------------------------------
 def make_request(
-    path: str, method: str = "GET", query: str = "", content_length: int = 0
+    path: str, method: str = "GET", query: str = "", content_length: int = 0,
+    headers: dict[str, str] | None = None,
 ) -> Request:
     target = path + (f"?{query}" if query else "")
     return Request(
@@ -47,7 +57,7 @@ def make_request(
         path=path,
         query=query,
         minor=1,
-        headers={"host": "example.test"},
+        headers={"host": "example.test", **(headers or {})},
         keep_alive=True,
         host="example.test",
         content_length=content_length,
@@ -58,25 +68,33 @@ def make_request(
 class Site:
     """A StaticSite plus bookkeeping: every fd it returns is closed at teardown."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, **settings: Any) -> None:
         self.root = root
-        self.site = StaticSite(Config(docroot=str(root)))
+        self.site = StaticSite(Config(docroot=str(root), **settings))
         self.fds: list[int] = []
 
-    def plan(self, path: str, method: str = "GET", **kwargs: object) -> Plan:
-        result = self.site.plan(make_request(path, method, **kwargs))  # type: ignore[arg-type]
-        if result.file is not None:
-            self.fds.append(result.file.fd)
+    def plan(self, path: str, method: str = "GET", **kwargs: Any) -> Plan:
+        result = self.site.plan(make_request(path, method, **kwargs))
+        for segment in [result.file, *(result.rest or [])]:
+            if isinstance(segment, FileBody):
+                self.fds.append(segment.fd)
         return result
 
     def status(self, path: str, method: str = "GET") -> int:
         return self.plan(path, method).status
 
+    def status_with(self, path: str, headers: dict[str, str]) -> int:
+        return self.plan(path, headers=headers).status
+
     def body(self, result: Plan) -> bytes:
-        """What the worker would send after the head."""
-        if result.file is None:
-            return result.body
-        return result.body + os.pread(result.file.fd, result.file.length, result.file.offset)
+        """What the worker would send after the head: body, file, then the rest."""
+        out = [result.body]
+        for segment in [result.file, *(result.rest or [])]:
+            if isinstance(segment, FileBody):
+                out.append(os.pread(segment.fd, segment.length, segment.offset))
+            elif segment is not None:
+                out.append(segment)
+        return b"".join(out)
 
     def close(self) -> None:
         for fd in self.fds:
@@ -149,6 +167,10 @@ def build_tree(base: Path) -> Path:
         "sub/up.html": "../index.html",
         "sub/escape.txt": "../../outside/secret.txt",
         "linkidx/index.html": "../sub/page.html",  # an index that is a symlink
+        # precompressed variants that lead outside: never served, whatever is accepted
+        "a/b.txt.gz": "../../outside/secret.txt",
+        "notes.txt.br": str(outside / "secret.txt"),
+        "style.css.gz": "../outside/dir",
     }
     for name, target in links.items():
         os.symlink(target, root / name)
@@ -305,7 +327,7 @@ def test_get(site: Site, path: str, status: int, content: bytes | None) -> None:
         assert result.file is None
 
 
-def test_files_carry_validators_and_no_accept_ranges_yet(site: Site, root: Path) -> None:
+def test_files_carry_validators_and_accept_ranges(site: Site, root: Path) -> None:
     result = site.plan("/style.css")
     headers = headers_of(result)
     st_ = os.stat(root / "style.css")
@@ -313,8 +335,9 @@ def test_files_carry_validators_and_no_accept_ranges_yet(site: Site, root: Path)
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["last-modified"] == email.utils.formatdate(st_.st_mtime, usegmt=True)
     assert headers["etag"] == f'"{st_.st_ino:x}-{st_.st_size:x}-{st_.st_mtime_ns:x}"'
-    # Ranges are not served yet, so they must not be advertised.
-    assert "accept-ranges" not in headers
+    assert headers["accept-ranges"] == "bytes"  # RFC 9110 §14.3
+    assert headers["cache-control"] == "no-cache"  # the built-in rule
+    assert "vary" not in headers  # no precompressed variant here
     # The worker adds these; the planner must not.
     assert not {"date", "server", "connection"} & set(headers)
     assert result.file is not None
@@ -676,7 +699,8 @@ SEGMENTS = [
     "indir", "home", "outlink.txt", "absout.txt", "outdir", "file.txt", "secret.txt",
     "outside", "www", "escape.txt", "up.html", "dotlink", "gitlink", "config", ".env",
     "%2eenv", ".git", "loop", "roundtrip.txt", "..%2f", "%2e%2e%2f", "literal.txt",
-    "linkidx", "noindex", "pipe",
+    "linkidx", "noindex", "pipe", "b.txt.gz", "notes.txt", "notes.txt.br", "style.css",
+    "style.css.gz",
 ]
 
 
@@ -694,12 +718,15 @@ def property_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     st.lists(st.sampled_from(SEGMENTS), min_size=0, max_size=8),
     st.booleans(),
     st.sampled_from(["GET", "HEAD"]),
+    st.sampled_from([None, "gzip", "br", "gzip, br", "*"]),
 )
 def test_nothing_outside_the_docroot_is_ever_served(
-    property_site: Site, segments: list[str], trailing: bool, method: str
+    property_site: Site, segments: list[str], trailing: bool, method: str,
+    accept_encoding: str | None,
 ) -> None:
     path = "/" + "/".join(segments) + ("/" if trailing and segments else "")
-    result = property_site.site.plan(make_request(path, method))
+    fields = {"accept-encoding": accept_encoding} if accept_encoding else {}
+    result = property_site.site.plan(make_request(path, method, headers=fields))
     assert result.status in (200, 301, 400, 403, 404)
     if result.status != 200:
         assert result.file is None
@@ -729,3 +756,568 @@ def test_any_path_gets_a_plan_never_an_exception(
     assert result.status in (200, 301, 400, 403, 404, 405, 501)
     if result.file is not None:
         os.close(result.file.fd)
+
+
+# == HTTP semantics through the planner: conditionals, ranges, variants, listings ========
+PAST = 1_700_000_000  # a fixed mtime, long before now: Last-Modified is a strong validator
+PAST_DATE = "Tue, 14 Nov 2023 22:13:20 GMT"
+DATA = bytes(range(256)) * 40  # 10240 bytes, every offset distinguishable
+JS = b"console.log('forkserver');\n" * 40
+
+
+def touch(path: Path, seconds: float) -> None:
+    os.utime(path, (seconds, seconds), follow_symlinks=False)
+
+
+def build_http_tree(base: Path) -> Path:
+    outside = base / "outside"
+    outside.mkdir()
+    (outside / "secret.js.gz").write_bytes(b"outside secret")
+    root = base / "www"
+    for directory in ("dir/sub", "dir/.git", "errors", "empty-dir", "variant-dir.js.gz"):
+        (root / directory).mkdir(parents=True)
+    files: dict[str, bytes] = {
+        "page.html": b"<!DOCTYPE html><title>page</title>\n",
+        "data.bin": DATA,
+        "empty.txt": b"",
+        "app.js": JS,
+        "app.js.gz": b"GZIP" + JS[:40],
+        "app.js.br": b"BROTLI" + JS[:20],
+        "gz-only.js": JS,
+        "gz-only.js.gz": b"GZIP-ONLY",
+        "stale.css": b"body { color: blue }\n",
+        "stale.css.gz": b"STALE GZIP",
+        "stale.css.br": b"FRESH BROTLI",
+        "missing.js.gz": b"NO ORIGINAL",
+        "escaping.js": JS,
+        "variant-dir.js": JS,
+        "linked.js": JS,
+        "linked-target.gz": b"LINKED GZIP",
+        "errors/404.html": b"<h1>custom not found</h1>\n",
+        "errors/403.txt": b"custom forbidden\n",
+        "dir/b.txt": b"bee\n",
+        "dir/a file.txt": b"a\n",
+        "dir/.hidden": b"hidden\n",
+        "dir/sub/x.txt": b"x\n",
+        "font.xyz": b"\x00\x01",
+    }
+    for name, content in files.items():
+        (root / name).write_bytes(content)
+    os.symlink(str(outside / "secret.js.gz"), root / "escaping.js.gz")
+    os.symlink("linked-target.gz", root / "linked.js.gz")
+    os.symlink(str(outside), root / "dir" / "out-link")
+    os.symlink("b.txt", root / "dir" / "in-link")
+    for path in root.rglob("*"):
+        touch(path, PAST)
+    # Variants are as new as their file or newer, except the stale gzip.
+    for name in ("app.js.gz", "app.js.br", "gz-only.js.gz", "stale.css.br",
+                 "linked-target.gz", "linked.js.gz"):
+        touch(root / name, PAST + 10)
+    touch(root / "stale.css.gz", PAST - 10)
+    return root
+
+
+@pytest.fixture
+def www(tmp_path: Path) -> Path:
+    return build_http_tree(tmp_path)
+
+
+@pytest.fixture
+def make_site(www: Path) -> Iterator[Any]:
+    """Build Sites with settings; every one is closed and checked for leaks."""
+    before = open_fds()
+    made: list[Site] = []
+
+    def build(**settings: Any) -> Site:
+        site = Site(www, **settings)
+        made.append(site)
+        return site
+
+    yield build
+    for site in made:
+        site.close()
+    assert open_fds() == before
+
+
+@pytest.fixture
+def http_site(make_site: Any) -> Site:
+    return make_site()  # type: ignore[no-any-return]
+
+
+def tag_of(site: Site, path: str, **headers: str) -> str:
+    return headers_of(site.plan(path, headers=headers))["etag"]
+
+
+# -- conditional requests (RFC 9110 §13) -------------------------------------------------
+def test_rfc9110_15_4_5_304_has_validators_and_no_content_fields(http_site: Site) -> None:
+    full = headers_of(http_site.plan("/page.html"))
+    result = http_site.plan("/page.html", headers={"if-none-match": full["etag"]})
+    assert result.status == 304
+    assert result.body == b"" and result.file is None and result.rest is None
+    headers = headers_of(result)
+    assert headers["etag"] == full["etag"]
+    assert headers["last-modified"] == full["last-modified"] == PAST_DATE
+    assert headers["cache-control"] == "no-cache"
+    for content_field in ("content-type", "content-length", "content-range",
+                          "content-encoding", "accept-ranges"):
+        assert content_field not in headers
+
+
+CONDITIONAL_CASES: list[tuple[str, dict[str, str], int]] = [
+    ("13.1.2 If-None-Match current", {"if-none-match": "CURRENT"}, 304),
+    ("13.1.2 If-None-Match weak form", {"if-none-match": "W/CURRENT"}, 304),
+    ("13.1.2 If-None-Match list", {"if-none-match": '"x", CURRENT'}, 304),
+    ("13.1.2 If-None-Match *", {"if-none-match": "*"}, 304),
+    ("13.1.2 If-None-Match other", {"if-none-match": '"x"'}, 200),
+    ("13.1.1 If-Match current", {"if-match": "CURRENT"}, 200),
+    ("13.1.1 If-Match list", {"if-match": '"x", CURRENT'}, 200),
+    ("13.1.1 If-Match *", {"if-match": "*"}, 200),
+    ("13.1.1 If-Match other", {"if-match": '"x"'}, 412),
+    ("13.1.1 If-Match weak", {"if-match": "W/CURRENT"}, 412),
+    ("13.1.4 If-Unmodified-Since equal", {"if-unmodified-since": PAST_DATE}, 200),
+    ("13.1.4 If-Unmodified-Since earlier",
+     {"if-unmodified-since": "Tue, 14 Nov 2023 22:13:19 GMT"}, 412),
+    ("13.1.3 If-Modified-Since equal", {"if-modified-since": PAST_DATE}, 304),
+    ("13.1.3 If-Modified-Since later",
+     {"if-modified-since": "Wed, 15 Nov 2023 00:00:00 GMT"}, 304),
+    ("13.1.3 If-Modified-Since earlier",
+     {"if-modified-since": "Mon, 13 Nov 2023 00:00:00 GMT"}, 200),
+    ("13.1.3 IMS ignored beside If-None-Match (nginx: 304 needs both)",
+     {"if-none-match": '"x"', "if-modified-since": PAST_DATE}, 200),
+    ("13.2.2 If-Match failure beats If-None-Match",
+     {"if-match": '"x"', "if-none-match": "CURRENT"}, 412),
+]
+
+
+@pytest.mark.parametrize(
+    ("fields", "status"), [c[1:] for c in CONDITIONAL_CASES], ids=[c[0] for c in CONDITIONAL_CASES]
+)
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_rfc9110_13_2_2_preconditions_on_a_file(
+    http_site: Site, fields: dict[str, str], status: int, method: str
+) -> None:
+    current = tag_of(http_site, "/page.html")
+    sent = {name: value.replace("CURRENT", current) for name, value in fields.items()}
+    result = http_site.plan("/page.html", method, headers=sent)
+    assert result.status == status
+    if status == 412:
+        assert headers_of(result)["content-type"] == "text/html; charset=utf-8"
+        assert b"412" in result.body if method == "GET" else result.body == b""
+
+
+@pytest.mark.parametrize(
+    ("path", "status"), [("/nope.html", 404), ("/dir", 301), ("/empty-dir/", 403)]
+)
+@pytest.mark.parametrize("fields", [{"if-match": '"x"'}, {"if-none-match": "*"},
+                                    {"if-unmodified-since": PAST_DATE}])
+def test_rfc9110_13_2_1_preconditions_are_ignored_unless_the_answer_is_2xx(
+    http_site: Site, path: str, status: int, fields: dict[str, str]
+) -> None:
+    """nginx not_modified.t: If-Match on a missing file → 404, not 412."""
+    assert http_site.plan(path, headers=fields).status == status
+
+
+def test_rfc9110_8_8_2_1_last_modified_is_never_in_the_future(
+    http_site: Site, www: Path
+) -> None:
+    future = time.time() + 86400 * 365
+    touch(www / "page.html", future)
+    result = http_site.plan("/page.html")
+    stamp = email.utils.parsedate_to_datetime(headers_of(result)["last-modified"]).timestamp()
+    assert stamp <= time.time()
+    # A date-based If-Range cannot match a Last-Modified that was moved (§8.8.2.2).
+    ranged = http_site.plan("/page.html", headers={
+        "range": "bytes=0-1", "if-range": headers_of(result)["last-modified"]})
+    assert ranged.status == 200
+
+
+# -- ranges (RFC 9110 §14) ----------------------------------------------------------------
+SINGLE_RANGES = [
+    ("bytes=0-8", 0, 8),
+    ("bytes=-10", 10230, 10239),
+    ("bytes=10230-", 10230, 10239),
+    ("bytes=10230-99999", 10230, 10239),
+    ("bytes=0-10,5-20", 0, 20),  # coalesced into one part: not multipart (§14.6)
+    ("bytes=0-" + "9" * 5000, 0, 10239),
+]
+
+
+@pytest.mark.parametrize(("value", "first", "last"), SINGLE_RANGES)
+def test_rfc9110_14_2_single_range_is_206_with_content_range(
+    http_site: Site, value: str, first: int, last: int
+) -> None:
+    result = http_site.plan("/data.bin", headers={"range": value})
+    assert result.status == 206
+    headers = headers_of(result)
+    assert headers["content-range"] == f"bytes {first}-{last}/{len(DATA)}"
+    assert headers["content-length"] == str(last - first + 1)
+    assert headers["content-type"] == "application/octet-stream"
+    assert headers["etag"] and headers["last-modified"] and headers["cache-control"]
+    assert http_site.body(result) == DATA[first : last + 1]
+
+
+def test_rfc9110_14_6_several_ranges_are_multipart_byteranges(http_site: Site) -> None:
+    result = http_site.plan("/data.bin", headers={"range": "bytes=500-509,0-9,-5"})
+    assert result.status == 206
+    headers = headers_of(result)
+    kind = headers["content-type"]
+    assert kind.startswith("multipart/byteranges; boundary=")
+    body = http_site.body(result)
+    assert headers["content-length"] == str(len(body))
+    assert "content-range" not in headers
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {kind}\r\n\r\n".encode() + body
+    )
+    pieces = [(p["Content-Range"], p["Content-Type"], p.get_payload(decode=True))
+              for p in message.iter_parts()]
+    assert pieces == [  # in the order asked for (§15.3.7.2)
+        ("bytes 500-509/10240", "application/octet-stream", DATA[500:510]),
+        ("bytes 0-9/10240", "application/octet-stream", DATA[0:10]),
+        ("bytes 10235-10239/10240", "application/octet-stream", DATA[10235:]),
+    ]
+    # Each part owns its own descriptor; the worker closes every one of them.
+    assert result.file is not None
+    fds = [result.file.fd] + [s.fd for s in result.rest or [] if isinstance(s, FileBody)]
+    assert len(set(fds)) == 3
+
+
+def test_multipart_with_a_full_descriptor_table_leaks_nothing(
+    http_site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """os.dup failing on the third part (EMFILE): every descriptor is closed once."""
+    real_dup = os.dup
+    calls = []
+
+    def dup_then_fail(fd: int) -> int:
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_dup(fd)
+
+    real_close = os.close
+    bad_closes = []
+
+    def close_once(fd: int) -> None:
+        try:
+            real_close(fd)
+        except OSError as exc:
+            bad_closes.append((fd, exc.errno))  # a second close of the same descriptor
+            raise
+
+    monkeypatch.setattr(os, "dup", dup_then_fail)
+    monkeypatch.setattr(os, "close", close_once)
+    result = http_site.plan("/data.bin", headers={"range": "bytes=0-0,10-10,20-20"})
+    monkeypatch.undo()
+    assert result.status == 500 and result.file is None and result.rest is None
+    assert bad_closes == []
+    # The make_site fixture then checks that the descriptor table is as it was.
+
+
+@pytest.mark.parametrize("value", ["bytes=10240-", "bytes=-0", "bytes=99999-100000,20000-"])
+def test_rfc9110_15_5_17_unsatisfiable_is_416_with_the_length(
+    http_site: Site, value: str
+) -> None:
+    result = http_site.plan("/data.bin", headers={"range": value})
+    assert result.status == 416
+    headers = headers_of(result)
+    assert headers["content-range"] == "bytes */10240"
+    assert int(headers["content-length"]) == len(result.body) > 0
+    assert result.file is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["bytes=alpha", "bytes=5", "bytes=5-2", "items=0-5", "bytes=0-,0-", "bytes=0-10240,0-0",
+     "bytes=" + ",".join(f"{i}-{i}" for i in range(0, 66, 2))],
+)
+def test_rfc9110_14_2_invalid_or_amplifying_ranges_get_the_whole_file(
+    http_site: Site, value: str
+) -> None:
+    result = http_site.plan("/data.bin", headers={"range": value})
+    assert result.status == 200
+    assert headers_of(result)["content-length"] == str(len(DATA))
+    assert http_site.body(result) == DATA
+
+
+def test_rfc9110_14_2_head_ignores_range(http_site: Site) -> None:
+    """GET is the only method with range handling: HEAD gets the 200 headers."""
+    get = http_site.plan("/data.bin")
+    head = http_site.plan("/data.bin", "HEAD", headers={"range": "bytes=0-9"})
+    assert head.status == 200 and head.headers == get.headers and head.file is None
+
+
+def test_rfc9110_14_2_an_empty_file_ignores_range(http_site: Site) -> None:
+    result = http_site.plan("/empty.txt", headers={"range": "bytes=0-"})
+    assert result.status == 200 and headers_of(result)["content-length"] == "0"
+
+
+def test_rfc9110_14_2_range_on_errors_and_redirects_is_ignored(http_site: Site) -> None:
+    assert http_site.status_with("/nope", {"range": "bytes=0-1"}) == 404
+    assert http_site.status_with("/dir", {"range": "bytes=0-1"}) == 301
+
+
+IF_RANGES = [
+    ("13.1.5 strong ETag", "CURRENT", 206),
+    ("13.1.5 other ETag", '"other"', 200),
+    ("13.1.5 weak ETag never", "W/CURRENT", 200),
+    ("13.1.5 exact Last-Modified", PAST_DATE, 206),
+    ("13.1.5 later date (not exact)", "Wed, 15 Nov 2023 00:00:00 GMT", 200),
+    ("13.1.5 earlier date", "Mon, 13 Nov 2023 00:00:00 GMT", 200),
+    ("13.1.5 not a validator", "yesterday", 200),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "status"), [c[1:] for c in IF_RANGES], ids=[c[0] for c in IF_RANGES]
+)
+def test_rfc9110_13_1_5_if_range(http_site: Site, value: str, status: int) -> None:
+    """nginx range_if_range.t: a wrong If-Range → 200 with the whole file."""
+    current = tag_of(http_site, "/data.bin")
+    sent = value.replace("CURRENT", current)
+    result = http_site.plan("/data.bin", headers={"range": "bytes=0-9", "if-range": sent})
+    assert result.status == status
+    assert len(http_site.body(result)) == (10 if status == 206 else len(DATA))
+
+
+def test_rfc9110_13_1_5_if_range_without_range_is_ignored(http_site: Site) -> None:
+    assert http_site.status_with("/data.bin", {"if-range": '"other"'}) == 200
+
+
+def test_rfc9110_13_1_5_a_date_within_the_current_second_is_weak(
+    http_site: Site, www: Path
+) -> None:
+    touch(www / "data.bin", time.time())
+    last_modified = headers_of(http_site.plan("/data.bin"))["last-modified"]
+    result = http_site.plan("/data.bin", headers={"range": "bytes=0-9", "if-range": last_modified})
+    assert result.status == 200
+
+
+def test_rfc9110_13_2_2_preconditions_come_before_range(http_site: Site) -> None:
+    current = tag_of(http_site, "/data.bin")
+    assert http_site.status_with(
+        "/data.bin", {"range": "bytes=0-9", "if-none-match": current}) == 304
+    assert http_site.status_with("/data.bin", {"range": "bytes=0-9", "if-match": '"x"'}) == 412
+    assert http_site.status_with("/data.bin", {"range": "bytes=0-9", "if-match": current}) == 206
+
+
+# -- precompressed variants (RFC 9110 §8.4, §12.5.3) ---------------------------------------
+VARIANTS = [
+    ("br preferred", "/app.js", "gzip, deflate, br", "br", b"BROTLI" + JS[:20]),
+    ("gzip by q", "/app.js", "br;q=0.5, gzip", "gzip", b"GZIP" + JS[:40]),
+    ("no Accept-Encoding", "/app.js", None, None, JS),
+    ("identity only", "/app.js", "identity", None, JS),
+    ("gzip refused", "/gz-only.js", "gzip;q=0, br", None, JS),
+    ("only a gzip variant", "/gz-only.js", "br, gzip", "gzip", b"GZIP-ONLY"),
+    ("a stale gzip is never served", "/stale.css", "gzip", None, b"body { color: blue }\n"),
+    ("the fresh br beside it is", "/stale.css", "gzip, br", "br", b"FRESH BROTLI"),
+    ("variant symlinked outside", "/escaping.js", "gzip", None, JS),
+    ("variant that is a directory", "/variant-dir.js", "gzip", None, JS),
+    ("variant symlinked inside", "/linked.js", "gzip", "gzip", b"LINKED GZIP"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "accept", "coding", "content"), [c[1:] for c in VARIANTS],
+    ids=[c[0] for c in VARIANTS],
+)
+def test_rfc9110_12_5_3_precompressed_variants(
+    http_site: Site, path: str, accept: str | None, coding: str | None, content: bytes
+) -> None:
+    fields = {"accept-encoding": accept} if accept is not None else {}
+    result = http_site.plan(path, headers=fields)
+    assert result.status == 200
+    headers = headers_of(result)
+    assert headers.get("content-encoding") == coding
+    assert http_site.body(result) == content
+    assert headers["content-length"] == str(len(content))
+    # The Content-Type is always the original file's (§8.3, §8.4).
+    assert headers["content-type"] == content_type(path)
+
+
+def test_vary_is_on_every_response_for_a_file_with_variants(http_site: Site) -> None:
+    for fields in ({}, {"accept-encoding": "gzip"}, {"accept-encoding": "identity"}):
+        for method in ("GET", "HEAD"):
+            assert headers_of(http_site.plan("/app.js", method, headers=fields))[
+                "vary"] == "Accept-Encoding"
+    gzip_tag = tag_of(http_site, "/app.js", **{"accept-encoding": "gzip"})
+    not_modified = http_site.plan(
+        "/app.js", headers={"accept-encoding": "gzip", "if-none-match": gzip_tag})
+    assert not_modified.status == 304
+    assert headers_of(not_modified)["vary"] == "Accept-Encoding"
+    assert "content-encoding" not in headers_of(not_modified)
+    failed = http_site.plan("/app.js", headers={"if-match": '"x"'})
+    assert failed.status == 412 and headers_of(failed)["vary"] == "Accept-Encoding"
+    assert "vary" not in headers_of(http_site.plan("/page.html"))
+
+
+def test_each_variant_has_its_own_etag(http_site: Site) -> None:
+    tags = {tag_of(http_site, "/app.js", **{"accept-encoding": coding})
+            for coding in ("identity", "gzip", "br")}
+    assert len(tags) == 3
+    plain = tag_of(http_site, "/app.js")
+    # The plain file's tag does not validate the gzip variant (strong, per encoding).
+    result = http_site.plan("/app.js", headers={"accept-encoding": "gzip", "if-none-match": plain})
+    assert result.status == 200 and headers_of(result)["content-encoding"] == "gzip"
+
+
+def test_ranges_apply_to_the_encoded_bytes(http_site: Site) -> None:
+    encoded = b"GZIP" + JS[:40]
+    result = http_site.plan("/app.js", headers={"accept-encoding": "gzip", "range": "bytes=0-3"})
+    assert result.status == 206
+    headers = headers_of(result)
+    assert headers["content-range"] == f"bytes 0-3/{len(encoded)}"
+    assert headers["content-encoding"] == "gzip"
+    assert http_site.body(result) == b"GZIP"
+    # Several ranges of a variant: the whole variant (a multipart body cannot carry
+    # a per-part Content-Encoding).
+    several = http_site.plan(
+        "/app.js", headers={"accept-encoding": "gzip", "range": "bytes=0-1,5-6"})
+    assert several.status == 200 and http_site.body(several) == encoded
+    past_end = http_site.plan(
+        "/app.js", headers={"accept-encoding": "gzip", "range": f"bytes={len(encoded)}-"})
+    assert past_end.status == 416
+    assert headers_of(past_end)["content-range"] == f"bytes */{len(encoded)}"
+    assert headers_of(past_end)["vary"] == "Accept-Encoding"
+
+
+def test_a_variant_without_its_file_is_not_served(http_site: Site) -> None:
+    assert http_site.status_with("/missing.js", {"accept-encoding": "gzip"}) == 404
+
+
+def test_precompressed_off_ignores_variants(make_site: Any) -> None:
+    site = make_site(precompressed=False)
+    result = site.plan("/app.js", headers={"accept-encoding": "br, gzip"})
+    headers = headers_of(result)
+    assert "content-encoding" not in headers and "vary" not in headers
+    assert site.body(result) == JS
+
+
+# -- directory listings ---------------------------------------------------------------------
+def test_without_autoindex_a_directory_without_index_is_403(http_site: Site) -> None:
+    assert http_site.status("/dir/") == 403
+    assert http_site.status("/empty-dir/") == 403
+
+
+def test_autoindex_lists_a_directory(make_site: Any) -> None:
+    site = make_site(autoindex=True)
+    result = site.plan("/dir/")
+    assert result.status == 200
+    headers = headers_of(result)
+    assert headers["content-type"] == "text/html; charset=utf-8"
+    assert headers["vary"] == "Accept"
+    assert headers["cache-control"] == "no-cache"
+    page = result.body.decode()
+    assert int(headers["content-length"]) == len(result.body)
+    order = [page.index(f'href="{name}"') for name in ("sub/", "a%20file.txt", "b.txt", "in-link")]
+    assert order == sorted(order)  # directories first, then names in order
+    for absent in (".hidden", ".git", "out-link"):
+        assert absent not in page
+    head = site.plan("/dir/", "HEAD")
+    assert head.headers == result.headers and head.body == b""
+
+
+def test_autoindex_json(make_site: Any) -> None:
+    site = make_site(autoindex=True)
+    result = site.plan("/dir/", headers={"accept": "application/json"})
+    assert headers_of(result)["content-type"] == "application/json; charset=utf-8"
+    items = json.loads(result.body)
+    assert [item["name"] for item in items] == ["sub", "a file.txt", "b.txt", "in-link"]
+    assert items[2] == {"name": "b.txt", "type": "file", "mtime": PAST_DATE, "size": 4}
+
+
+def test_autoindex_still_prefers_the_index_and_redirects(make_site: Any, www: Path) -> None:
+    (www / "dir" / "index.html").write_text("the index\n")
+    site = make_site(autoindex=True)
+    assert site.body(site.plan("/dir/")) == b"the index\n"
+    assert site.status("/dir") == 301
+    assert site.status("/empty-dir/") == 200
+    assert site.status("/nope/") == 404
+
+
+# -- error pages ----------------------------------------------------------------------------
+def test_error_pages_come_from_the_docroot(make_site: Any) -> None:
+    site = make_site(error_pages=((404, "/errors/404.html"), (403, "/errors/403.txt")))
+    missing = site.plan("/nope.html")
+    assert missing.status == 404
+    headers = headers_of(missing)
+    assert headers["content-type"] == "text/html; charset=utf-8"
+    assert site.body(missing) == b"<h1>custom not found</h1>\n"
+    assert headers["content-length"] == str(len(b"<h1>custom not found</h1>\n"))
+    assert "etag" not in headers and "last-modified" not in headers
+    head = site.plan("/nope.html", "HEAD")
+    assert head.status == 404 and head.headers == missing.headers and head.file is None
+    forbidden = site.plan("/empty-dir/")
+    assert forbidden.status == 403 and site.body(forbidden) == b"custom forbidden\n"
+    assert headers_of(forbidden)["content-type"] == "text/plain; charset=utf-8"
+    # Not configured: the built-in page.
+    assert site.plan("/%zz").status == 400 and b"400 Bad Request" in site.plan("/%zz").body
+
+
+def test_a_missing_error_page_falls_back_to_the_built_in_one(make_site: Any, www: Path) -> None:
+    site = make_site(error_pages=((404, "/errors/404.html"),))
+    (www / "errors" / "404.html").unlink()
+    result = site.plan("/nope.html")
+    assert result.status == 404 and b"404 Not Found" in result.body
+
+
+def test_an_error_page_is_never_read_through_a_symlink_out(make_site: Any, www: Path) -> None:
+    os.symlink(www.parent / "outside" / "secret.js.gz", www / "errors" / "out.html")
+    site = make_site(error_pages=((404, "/errors/out.html"),))
+    result = site.plan("/nope.html")
+    assert result.status == 404 and b"outside" not in site.body(result)
+
+
+# -- caching headers, extra headers, MIME overrides, Server ------------------------------------
+def test_cache_control_rules_by_glob(make_site: Any) -> None:
+    site = make_site(cache_control=(
+        ("*.js", "public, max-age=31536000, immutable"), ("/dir/**", None), ("*", "max-age=60"),
+    ))
+    assert headers_of(site.plan("/app.js"))["cache-control"] == (
+        "public, max-age=31536000, immutable")
+    assert "cache-control" not in headers_of(site.plan("/dir/b.txt"))
+    assert headers_of(site.plan("/page.html"))["cache-control"] == "max-age=60"
+    tag = tag_of(site, "/app.js")
+    assert headers_of(site.plan("/app.js", headers={"if-none-match": tag}))[
+        "cache-control"] == "public, max-age=31536000, immutable"
+
+
+def test_extra_headers_go_on_every_response(make_site: Any) -> None:
+    extra = (("X-Frame-Options", "DENY"), ("Strict-Transport-Security", "max-age=60"))
+    site = make_site(headers=extra, autoindex=True)
+    tag = tag_of(site, "/page.html")
+    plans = [
+        site.plan("/page.html"),
+        site.plan("/page.html", "HEAD"),
+        site.plan("/page.html", headers={"if-none-match": tag}),
+        site.plan("/data.bin", headers={"range": "bytes=0-1"}),
+        site.plan("/data.bin", headers={"range": "bytes=0-1,3-4"}),
+        site.plan("/data.bin", headers={"range": "bytes=99999-"}),
+        site.plan("/page.html", headers={"if-match": '"x"'}),
+        site.plan("/nope"),
+        site.plan("/dir"),
+        site.plan("/dir/"),
+        site.plan("/page.html", "POST"),
+        site.plan("/page.html", "BREW"),
+        site.site.error_plan(400),
+        site.site.error_plan(304),
+    ]
+    assert {p.status for p in plans} >= {200, 206, 301, 304, 400, 404, 405, 412, 416, 501}
+    for result in plans:
+        headers = headers_of(result)
+        assert headers["x-frame-options"] == "DENY", result.status
+        assert headers["strict-transport-security"] == "max-age=60"
+
+
+def test_mime_type_overrides(make_site: Any) -> None:
+    site = make_site(mime_types=(("xyz", "font/xyz"), ("html", "text/html; charset=iso-8859-1"),
+                                 ("bin", "text/x-binary")))
+    assert headers_of(site.plan("/font.xyz"))["content-type"] == "font/xyz"
+    assert headers_of(site.plan("/page.html"))["content-type"] == "text/html; charset=iso-8859-1"
+    assert headers_of(site.plan("/data.bin"))["content-type"] == "text/x-binary; charset=utf-8"
+    assert headers_of(site.plan("/app.js"))["content-type"] == "text/javascript; charset=utf-8"
+
+
+@pytest.mark.parametrize(("tokens", "value"), [(False, "forkserver"), (True, "forkserver/")])
+def test_server_tokens(tokens: bool, value: str) -> None:
+    header = server_header(Config(server_tokens=tokens))
+    assert header == value if not tokens else header == value + __version__
