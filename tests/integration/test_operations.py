@@ -145,6 +145,30 @@ def test_reload_moves_to_a_new_port(server: Server) -> None:
     wait_for(lambda: port_bindable(old_port), what="the old port released")
 
 
+def test_reload_applies_limits_timeouts_and_log_paths(server: Server, tmp_path: Path) -> None:
+    long_target = "/a.txt?" + "q" * 300
+    assert status_of(get(server.port, long_target)) == 200
+    new_access = tmp_path / "access-2.log"
+    server.write_config(
+        access_log=str(new_access), limits={"request_line": 200}, timeouts={"keepalive": 1}
+    )
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: "generation 2 serving" in server.error_log, what="generation 2")
+    wait_for(lambda: len(server.workers()) == 2, what="the old generation gone")
+    assert status_of(get(server.port, long_target)) == 414  # limits.request_line
+    assert status_of(get(server.port, "/a.txt")) == 200
+    wait_for(lambda: new_access.exists() and "GET /a.txt HTTP/1.1" in new_access.read_text(),
+             what="lines in the new access log")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert sock.recv(100) == b""  # timeouts.keepalive: 1
+        assert time.monotonic() - started < 3
+    log = server.error_log
+    assert "access_log" in log and "limits" in log and "timeouts" in log  # what changed
+
+
 def test_reload_with_a_broken_file_keeps_serving(server: Server) -> None:
     workers = server.workers()
     good = server.config_path.read_text()
