@@ -158,6 +158,15 @@ HTML_TYPE = "text/html; charset=utf-8"
 JSON_TYPE = CONTENT_TYPES["json"]
 ACCEPT_RANGES = ("Accept-Ranges", "bytes")
 VARY_ENCODING = ("Vary", "Accept-Encoding")
+
+# The open-file cache (per worker): small files are answered from memory, head and
+# body in one send, with no open/fstat/sendfile/close. Every hit is revalidated with
+# one stat of the path, so a rewritten or replaced file is never served stale; at
+# least once a second an entry takes the full path again, which re-checks
+# containment, dotfiles, permissions and newly added .br/.gz variants.
+CACHE_FILE_BYTES = 64 * 1024  # larger files go out with sendfile
+CACHE_TOTAL_BYTES = 4 * 1024 * 1024  # per worker; keeps master + 2 workers well under 40 MiB
+CACHE_RECHECK_SECONDS = 1.0
 VARY_ACCEPT = ("Vary", "Accept")
 # Suffix of each precompressed variant, in order of preference at equal q.
 VARIANT_SUFFIXES = {BR: ".br", GZIP: ".gz"}
@@ -338,6 +347,24 @@ class _Representation:
     has_variants: bool  # the response varies by Accept-Encoding
 
 
+@dataclass(slots=True)
+class _Cached:
+    """A small file's 200 answer, valid while its stat identity is unchanged."""
+
+    relative: str  # the path below the docroot, stat'ed on every hit
+    identity: tuple[int, int, int, int, int]  # dev, ino, size, mtime_ns, ctime_ns
+    headers: list[tuple[str, str]]  # a 200's fields
+    validators: list[tuple[str, str]]  # what a 304 carries
+    tag: str
+    last_modified: int
+    content: bytes
+    checked: float  # monotonic time of the last full walk
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 class StaticSite:
     """One docroot as configured; built once per worker and reused for every request."""
 
@@ -360,6 +387,8 @@ class StaticSite:
         self._autoindex = config.autoindex
         self._error_pages = dict(config.error_pages)
         self._dates: dict[int, str] = {}
+        self._cache: dict[str, _Cached] = {}  # request path → entry, oldest first
+        self._cache_bytes = 0
         # Error pages, built once: (headers, body) per status.
         self._pages: dict[int, tuple[list[tuple[str, str]], bytes]] = {}
         for status in REASONS:
@@ -456,6 +485,10 @@ class StaticSite:
 
     # -- GET and HEAD -------------------------------------------------------------
     def _plan_get(self, request: Request, head: bool) -> Plan:
+        if request.path in self._cache:
+            cached = self._cached_plan(request, head)
+            if cached is not None:
+                return cached
         resolved = resolve_path(request.path)
         names = list(resolved.segments)
         if resolved.directory:
@@ -540,12 +573,62 @@ class StaticSite:
                         return self._partial(parts, headers, owned, size, media_type, chosen)
             if head or not size:
                 return Plan(200, headers)
+            if (
+                size <= CACHE_FILE_BYTES
+                and not chosen.has_variants
+                and last_modified == int(mtime)
+            ):
+                content = os.pread(fd, size, 0)
+                if len(content) == size:
+                    self._remember(request.path, names, st, headers, validators, tag,
+                                   last_modified, content)
+                    return Plan(200, headers, body=content)
             body = FileBody(fd, 0, size)
             fd = -1  # the worker owns it now
             return Plan(200, headers, file=body)
         finally:
             if fd >= 0:
                 os.close(fd)
+
+    def _cached_plan(self, request: Request, head: bool) -> Plan | None:
+        """The answer from the cache, or None to take the full path."""
+        entry = self._cache[request.path]
+        fields = request.headers
+        if "range" in fields or time.monotonic() - entry.checked > CACHE_RECHECK_SECONDS:
+            return None
+        try:
+            st = os.stat(entry.relative, dir_fd=self._root_fd)
+        except OSError:
+            st = None
+        if st is None or _identity(st) != entry.identity:
+            self._forget(request.path)
+            return None
+        if any(name in fields for name in _CONDITIONAL_FIELDS):
+            verdict = evaluate_preconditions(fields, entry.tag, entry.last_modified)
+            if verdict is Verdict.NOT_MODIFIED:
+                return Plan(304, [*entry.validators, NOSNIFF, *self._extra])
+            if verdict is Verdict.FAILED:
+                return self._failed(412, head, False)
+        return Plan(200, list(entry.headers), b"" if head else entry.content)
+
+    def _remember(
+        self, path: str, names: list[str], st: os.stat_result,
+        headers: list[tuple[str, str]], validators: list[tuple[str, str]], tag: str,
+        last_modified: int, content: bytes,
+    ) -> None:
+        self._forget(path)
+        while self._cache and self._cache_bytes + len(content) > CACHE_TOTAL_BYTES:
+            self._forget(next(iter(self._cache)))  # the oldest entry
+        self._cache[path] = _Cached(
+            "/".join(names), _identity(st), list(headers), list(validators), tag,
+            last_modified, content, time.monotonic(),
+        )
+        self._cache_bytes += len(content)
+
+    def _forget(self, path: str) -> None:
+        entry = self._cache.pop(path, None)
+        if entry is not None:
+            self._cache_bytes -= len(entry.content)
 
     def _partial(
         self, parts: list[ByteRange], headers: list[tuple[str, str]], fd: int, size: int,

@@ -31,6 +31,9 @@ from forkserver.config import Config
 from forkserver.errors import HttpError, StartupError
 from forkserver.http import Request
 from forkserver.static import (
+    CACHE_FILE_BYTES,
+    CACHE_RECHECK_SECONDS,
+    CACHE_TOTAL_BYTES,
     KNOWN_METHODS,
     REASONS,
     FileBody,
@@ -105,6 +108,11 @@ class Site:
 
 def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
+
+
+def etag_of(path: Path) -> str:
+    st_ = os.stat(path)
+    return f'"{st_.st_ino:x}-{st_.st_size:x}-{st_.st_mtime_ns:x}"'
 
 
 def headers_of(result: Plan) -> dict[str, str]:
@@ -340,16 +348,73 @@ def test_files_carry_validators_and_accept_ranges(site: Site, root: Path) -> Non
     assert "vary" not in headers  # no precompressed variant here
     # The worker adds these; the planner must not.
     assert not {"date", "server", "connection"} & set(headers)
-    assert result.file is not None
-    assert (result.file.offset, result.file.length) == (0, st_.st_size)
+    # A small file comes from memory: head and body leave in one send.
+    assert result.file is None and result.body == (root / "style.css").read_bytes()
     assert not result.close
 
 
-def test_file_body_fd_is_an_independent_cloexec_descriptor(site: Site) -> None:
-    result = site.plan("/notes.txt")
+def test_large_files_are_sent_from_the_file(site: Site, root: Path) -> None:
+    (root / "large.bin").write_bytes(os.urandom(CACHE_FILE_BYTES + 1))
+    result = site.plan("/large.bin")
+    assert result.file is not None and result.body == b""
+    assert (result.file.offset, result.file.length) == (0, CACHE_FILE_BYTES + 1)
+
+
+def test_file_body_fd_is_an_independent_cloexec_descriptor(site: Site, root: Path) -> None:
+    (root / "large.bin").write_bytes(bytes(CACHE_FILE_BYTES + 1))
+    result = site.plan("/large.bin")
     assert result.file is not None
     assert os.get_inheritable(result.file.fd) is False
     assert stat.S_ISREG(os.fstat(result.file.fd).st_mode)
+
+
+# -- the open-file cache ------------------------------------------------------------------
+def test_cache_serves_a_rewritten_file_fresh_at_once(site: Site, root: Path) -> None:
+    target = root / "notes.txt"
+    assert site.body(site.plan("/notes.txt")) == target.read_bytes()
+    target.write_bytes(b"rewritten, longer than before\n")
+    assert site.body(site.plan("/notes.txt")) == b"rewritten, longer than before\n"
+    fresh = root / "fresh.tmp"
+    fresh.write_bytes(b"renamed over\n")
+    fresh.rename(target)  # the deploy pattern: a new inode under the old name
+    result = site.plan("/notes.txt")
+    assert site.body(result) == b"renamed over\n"
+    assert headers_of(result)["etag"] == etag_of(target)
+    target.unlink()
+    assert site.status("/notes.txt") == 404
+
+
+def test_cache_answers_conditionals_and_head(site: Site, root: Path) -> None:
+    first = site.plan("/style.css")
+    tag = headers_of(first)["etag"]
+    cached = site.plan("/style.css", headers={"if-none-match": tag})
+    assert cached.status == 304 and cached.body == b""
+    assert headers_of(cached)["etag"] == tag and "content-length" not in headers_of(cached)
+    assert site.plan("/style.css", headers={"if-match": '"other"'}).status == 412
+    head = site.plan("/style.css", "HEAD")
+    assert head.body == b"" and headers_of(head) == headers_of(first)
+
+
+def test_cache_is_bounded_in_bytes(site: Site, root: Path) -> None:
+    count = CACHE_TOTAL_BYTES // CACHE_FILE_BYTES + 8
+    for index in range(count):
+        (root / f"f{index}.bin").write_bytes(bytes([index % 256]) * CACHE_FILE_BYTES)
+        assert site.body(site.plan(f"/f{index}.bin"))[:1] == bytes([index % 256])
+    assert site.site._cache_bytes <= CACHE_TOTAL_BYTES
+    assert len(site.site._cache) < count
+
+
+def test_cache_notices_a_new_variant_within_the_recheck_window(site: Site, root: Path) -> None:
+    gzip_only = {"accept-encoding": "gzip"}
+    (root / "app.js").write_text("console.log('app')\n")
+    assert "content-encoding" not in headers_of(site.plan("/app.js", headers=gzip_only))
+    variant = root / "app.js.gz"
+    variant.write_bytes(b"\x1f\x8b pretend gzip")
+    os.utime(variant, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    deadline = time.monotonic() + CACHE_RECHECK_SECONDS + 2
+    while "content-encoding" not in headers_of(site.plan("/app.js", headers=gzip_only)):
+        assert time.monotonic() < deadline, "the new variant was never used"
+        time.sleep(0.05)
 
 
 def test_last_modified_is_an_imf_fixdate(site: Site, root: Path) -> None:
