@@ -38,7 +38,7 @@ EMFILE_PAUSE_SECONDS = 0.5  # accept pause when the descriptor table is full
 LINGER_SECONDS = 2.0  # how long a closing connection's unread input is drained
 ORPHAN_DRAIN_SECONDS = 1.0  # in-flight time granted when the master has died
 
-READING, WRITING, LINGERING = 0, 1, 2
+READING, WRITING, LINGERING, CLOSED = 0, 1, 2, 3
 
 _SIGNALS_HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1)
 
@@ -319,12 +319,16 @@ class Worker:
             return
         if not connection.inbuf:
             connection.head_started = time.monotonic()
-            connection.deadline = connection.head_started + self.timeouts.header
         connection.inbuf += data
         self.serve_buffered(connection)
 
     def serve_buffered(self, connection: Connection) -> None:
-        """Answer every complete request in the buffer, in order, until one blocks."""
+        """Answer every complete request in the buffer, in order, until one blocks.
+
+        The only place that walks a pipeline: a response that completes at once
+        returns here for the next request (a loop, never a recursion, however many
+        requests one packet holds); one that had to wait resumes from on_writable.
+        """
         while connection.phase == READING and connection.inbuf:
             try:
                 parsed = parse_request(connection.inbuf, self.limits)
@@ -332,6 +336,8 @@ class Worker:
                 self.respond_error(connection, error)
                 return
             if parsed is None:
+                # RFC 9110 §15.5.9: the head must be complete within timeouts.header.
+                connection.deadline = connection.head_started + self.timeouts.header
                 return
             request, consumed = parsed
             del connection.inbuf[:consumed]
@@ -341,8 +347,6 @@ class Worker:
                 connection.head_started = time.monotonic()
             plan = self.site.plan(request)
             self.respond(connection, request, plan)
-        if connection.phase == READING and not connection.inbuf:
-            connection.deadline = time.monotonic() + self.timeouts.keepalive
 
     def respond_error(self, connection: Connection, error: HttpError) -> None:
         plan = self.site.error_plan(error.status)
@@ -449,6 +453,8 @@ class Worker:
 
     def on_writable(self, connection: Connection) -> None:
         self.flush_output(connection)
+        if connection.phase == READING and connection.inbuf:
+            self.serve_buffered(connection)  # requests pipelined behind the one just sent
 
     def response_done(self, connection: Connection) -> None:
         connection.served += 1
@@ -466,8 +472,8 @@ class Worker:
             return
         self.maybe_recycle()
         if connection.inbuf:
-            self.serve_buffered(connection)  # while draining, that answer closes
-        elif self.draining:
+            return  # the caller answers what is pipelined (while draining, with close)
+        if self.draining:
             # Its head went out before the drain began, without Connection: close, so
             # the client may be sending its next request right now: half-close and
             # drain, so it sees a clean EOF (and retries) rather than a RST.
@@ -539,7 +545,8 @@ class Worker:
     def close(self, connection: Connection) -> None:
         if self.connections.pop(connection.fd, None) is None:
             return
-        if connection.log_status and connection.phase == WRITING and self.access_log.enabled:
+        phase, connection.phase = connection.phase, CLOSED
+        if connection.log_status and phase == WRITING and self.access_log.enabled:
             self.log_access(connection)  # an aborted response is still a response
         if connection.file is not None:
             os.close(connection.file.fd)

@@ -228,6 +228,22 @@ def test_keep_alive_and_pipelining(server: Server) -> None:
     assert data.index(b"body { color: red }") < data.index(b"<p>nested</p>")
 
 
+def test_thousands_of_pipelined_requests_in_one_packet(server: Server) -> None:
+    # Each answer completes at once, so the pipeline must be walked by a loop: a
+    # recursion per request once crashed the worker after a few hundred.
+    workers = server.workers()
+    count = 2000
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n" * count
+                     + b"GET /style.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = bytearray()
+        while chunk := sock.recv(1 << 20):
+            data += chunk
+    assert data.count(b"HTTP/1.1 200 OK\r\n") == count + 1
+    assert server.workers() == workers
+    assert "crashed" not in server.error_log
+
+
 def test_http10_keep_alive_only_when_asked(server: Server) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET /style.css HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
