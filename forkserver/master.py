@@ -34,6 +34,7 @@ from forkserver.service import (
     set_title,
     watchdog_interval,
 )
+from forkserver.signals import SignalPipe
 
 LOOP_SECONDS = 0.2  # longest sleep of the master loop: bounds respawn and readiness delay
 BOOT_POLL_SECONDS = 0.02  # sleep while a generation boots, so readiness is seen promptly
@@ -148,7 +149,7 @@ class Master:
         self.next_watchdog = 0.0
         self.next_status = 0.0
         self.on_ready: Callable[[], None] | None = None  # daemon mode: tell the launcher
-        self.wakeup_read, self.wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.signals = SignalPipe()
 
     # -- logs and generations -----------------------------------------------------
     @property
@@ -209,7 +210,7 @@ class Master:
     # -- the loop -----------------------------------------------------------------
     def preserved_fds(self) -> list[int]:
         """Descriptors that must survive daemonizing."""
-        fds = [self.wakeup_read, self.wakeup_write]
+        fds = [self.signals.read_fd, self.signals.write_fd]
         fds += [s.fileno() for g in self.generations for s in g.listeners]
         fds += [f.fd for f in self.log_files.values() if f.fd > 2]
         return fds
@@ -258,19 +259,12 @@ class Master:
 
     # -- signals ------------------------------------------------------------------
     def install_signals(self) -> None:
-        # Handlers do nothing: set_wakeup_fd writes each signal's number into our pipe
-        # and the loop dispatches it, so no work ever runs inside a handler.
-        signal.set_wakeup_fd(self.wakeup_write, warn_on_full_buffer=False)
-        for signum in _MASTER_SIGNALS:
-            signal.signal(signum, _record_only)
+        self.signals.install(_MASTER_SIGNALS)
 
     def wait_for_signals(self, timeout: float) -> bytes:
         with contextlib.suppress(InterruptedError):
-            select.select([self.wakeup_read], [], [], timeout)
-        try:
-            return os.read(self.wakeup_read, 512)
-        except BlockingIOError:
-            return b""
+            select.select([self.signals.read_fd], [], [], timeout)
+        return self.signals.received()
 
     def dispatch(self, signum: int) -> None:
         handler: Callable[[], None] | None = {
@@ -457,9 +451,7 @@ class Master:
         """In the child: drop what belongs to the master, run the worker, never return."""
         code = 1
         try:
-            signal.set_wakeup_fd(-1)
-            os.close(self.wakeup_read)
-            os.close(self.wakeup_write)
+            self.signals.release()
             if self.pidfile is not None:
                 self.pidfile.forget()
             for other in self.generations:
@@ -685,6 +677,3 @@ def describe_changes(old: Config, new: Config) -> str:
             changes.append(f"{name} {before}→{after}")
     return ", ".join(changes)
 
-
-def _record_only(signum: int, frame: object) -> None:
-    """The wakeup fd already carries the signal number; the loop acts on it."""

@@ -23,6 +23,7 @@ from forkserver.http import Request, parse_request
 from forkserver.logs import AccessLog, AccessRecord, ErrorLog
 from forkserver.scoreboard import Scoreboard, SlotState
 from forkserver.service import drop_privileges
+from forkserver.signals import SignalPipe
 from forkserver.static import REASONS, FileBody, Plan, StaticSite
 
 RECV_BYTES = 64 * 1024  # one recv; a request head is far smaller (limits.header_bytes)
@@ -136,15 +137,11 @@ class Worker:
         self.status_lines = {
             code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in REASONS.items()
         }
-        self.wakeup_read, self.wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.signals = SignalPipe()
 
     # -- set-up -------------------------------------------------------------------
     def install_signals(self) -> None:
-        # Handlers only wake the loop: set_wakeup_fd writes the signal number into our
-        # pipe and the loop dispatches it, so no work happens inside a handler.
-        signal.set_wakeup_fd(self.wakeup_write, warn_on_full_buffer=False)
-        for signum in _SIGNALS_HANDLED:
-            signal.signal(signum, _record_only)
+        self.signals.install(_SIGNALS_HANDLED)
         # A stray `pkill -HUP` must not kill workers; reload is the master's business.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         for signum in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2, signal.SIGCHLD):
@@ -156,7 +153,7 @@ class Worker:
             sock.setblocking(False)
             # EPOLLEXCLUSIVE: one idle worker wakes per incoming connection, not all.
             self.epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
-        self.epoll.register(self.wakeup_read, select.EPOLLIN)
+        self.epoll.register(self.signals.read_fd, select.EPOLLIN)
 
     # -- main loop ----------------------------------------------------------------
     def run(self) -> int:
@@ -166,7 +163,7 @@ class Worker:
         self.beat()
         connections = self.connections
         listeners = self.listeners
-        wakeup = self.wakeup_read
+        wakeup = self.signals.read_fd
         poll = self.epoll.poll
         while True:
             now = time.monotonic()
@@ -202,11 +199,7 @@ class Worker:
 
     # -- signals ------------------------------------------------------------------
     def on_signals(self) -> int | None:
-        try:
-            received = os.read(self.wakeup_read, 512)
-        except BlockingIOError:
-            return None
-        for signum in received:
+        for signum in self.signals.received():
             if signum in (signal.SIGINT, signal.SIGQUIT):
                 self.access_log.flush()
                 return 0
@@ -558,9 +551,6 @@ class Worker:
         # Closing the only descriptor of the socket also removes it from the epoll set.
         connection.sock.close()
 
-
-def _record_only(signum: int, frame: object) -> None:
-    """The wakeup fd already carries the signal number; the loop acts on it."""
 
 
 def _status_line(status: int) -> bytes:
