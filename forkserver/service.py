@@ -395,7 +395,6 @@ def set_title(title: str) -> None:
 # -- daemon mode ----------------------------------------------------------------------
 DAEMON_READY_SECONDS = 30.0  # how long the launcher waits for the daemon to serve
 LAUNCHER_POLL_SECONDS = 0.1  # how often the launcher looks at the daemon while waiting
-ERROR_LINES_SHOWN = 5  # error-log lines the launcher prints when the daemon failed
 
 # python-daemon's default map turns TERM into SystemExit and leaves HUP fatal. Ours is
 # explicit: job-control signals and HUP/USR1/USR2/TTIN/TTOU are ignored in the moment

@@ -147,7 +147,6 @@ REASONS: dict[int, str] = {
     505: "HTTP Version Not Supported",
 }
 
-SERVED_METHODS = frozenset({"GET", "HEAD"})
 # Methods this server knows but never serves (RFC 9110 §9, plus PATCH from RFC 5789):
 # 405 with Allow. Every other token is one we do not recognise: 501 (RFC 9110 §15.6.2).
 KNOWN_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH", "TRACE", "CONNECT", "OPTIONS"})
@@ -541,14 +540,11 @@ class StaticSite:
             if chosen.has_variants:
                 validators.append(VARY_ENCODING)
 
-            if any(name in fields for name in _CONDITIONAL_FIELDS):
-                verdict = evaluate_preconditions(fields, tag, last_modified)
-                if verdict is Verdict.NOT_MODIFIED:
-                    # RFC 9110 §15.4.5: the validators and caching fields a 200 would
-                    # carry, and no content fields.
-                    return Plan(304, [*validators, NOSNIFF, *self._extra])
-                if verdict is Verdict.FAILED:
-                    return self._failed(412, head, chosen.has_variants)
+            answer = self._precondition_answer(
+                fields, tag, last_modified, validators, head, chosen.has_variants
+            )
+            if answer is not None:
+                return answer
 
             size = st.st_size
             media_type = self._types(names[-1])
@@ -603,13 +599,28 @@ class StaticSite:
         if st is None or _identity(st) != entry.identity:
             self._forget(request.path)
             return None
-        if any(name in fields for name in _CONDITIONAL_FIELDS):
-            verdict = evaluate_preconditions(fields, entry.tag, entry.last_modified)
-            if verdict is Verdict.NOT_MODIFIED:
-                return Plan(304, [*entry.validators, NOSNIFF, *self._extra])
-            if verdict is Verdict.FAILED:
-                return self._failed(412, head, False)
+        answer = self._precondition_answer(
+            fields, entry.tag, entry.last_modified, entry.validators, head, False
+        )
+        if answer is not None:
+            return answer
         return Plan(200, list(entry.headers), b"" if head else entry.content)
+
+    def _precondition_answer(
+        self, fields: dict[str, str], tag: str | None, last_modified: int | None,
+        validators: list[tuple[str, str]], head: bool, has_variants: bool,
+    ) -> Plan | None:
+        """304 or 412 when the preconditions say so (RFC 9110 §13.2.2), else None."""
+        if not any(name in fields for name in _CONDITIONAL_FIELDS):
+            return None
+        verdict = evaluate_preconditions(fields, tag, last_modified)
+        if verdict is Verdict.NOT_MODIFIED:
+            # RFC 9110 §15.4.5: the validators and caching fields a 200 would carry,
+            # and no content fields.
+            return Plan(304, [*validators, NOSNIFF, *self._extra])
+        if verdict is Verdict.FAILED:
+            return self._failed(412, head, has_variants)
+        return None
 
     def _remember(
         self, path: str, names: list[str], st: os.stat_result,
@@ -765,13 +776,10 @@ class StaticSite:
             self._release(opened.parent)
             os.close(opened.fd)
         fields = request.headers
-        if any(name in fields for name in _CONDITIONAL_FIELDS):
-            # A listing has no validators: only "*" can match (RFC 9110 §13.1.1, §13.1.2).
-            verdict = evaluate_preconditions(fields, None, None)
-            if verdict is Verdict.NOT_MODIFIED:
-                return Plan(304, [VARY_ACCEPT, NOSNIFF, *self._extra])
-            if verdict is Verdict.FAILED:
-                return self.error_plan(412, head=head)
+        # A listing has no validators: only "*" can match (RFC 9110 §13.1.1, §13.1.2).
+        answer = self._precondition_answer(fields, None, None, [VARY_ACCEPT], head, False)
+        if answer is not None:
+            return answer
         if prefers_json(fields.get("accept")):
             body, media_type = render_json(listing), JSON_TYPE
         else:
