@@ -24,7 +24,7 @@ from forkserver.logs import AccessLog, AccessRecord, ErrorLog
 from forkserver.scoreboard import Scoreboard, SlotState
 from forkserver.service import drop_privileges
 from forkserver.signals import SignalPipe
-from forkserver.static import REASONS, FileBody, Plan, StaticSite
+from forkserver.static import REASONS, FileBody, Plan, StaticSite, encode_fields
 
 RECV_BYTES = 64 * 1024  # one recv; a request head is far smaller (limits.header_bytes)
 # Accepts per wake-up. One: with EPOLLEXCLUSIVE the first idle worker is woken for
@@ -362,17 +362,18 @@ class Worker:
             and not self.draining
             and not (self.spec.max_requests and self.requests + 1 >= self.spec.max_requests)
         )
-        status_line = self.status_lines.get(plan.status) or _status_line(plan.status)
-        parts = [status_line, self.date()]
-        for name, value in plan.headers:
-            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
         if not keep_alive:
-            parts.append(b"Connection: close\r\n\r\n")
+            ending = b"Connection: close\r\n\r\n"
         elif request is not None and request.minor == 0:
-            parts.append(b"Connection: keep-alive\r\n\r\n")
+            ending = b"Connection: keep-alive\r\n\r\n"
         else:
-            parts.append(b"\r\n")
-        head = b"".join(parts)
+            ending = b"\r\n"
+        head = b"".join((
+            self.status_lines.get(plan.status) or _status_line(plan.status),
+            self.date(),
+            plan.encoded or encode_fields(plan.headers),
+            ending,
+        ))
         connection.head_length = len(head)
         connection.outbuf = head + plan.body if plan.body else head
         connection.file = plan.file

@@ -369,19 +369,38 @@ def test_file_body_fd_is_an_independent_cloexec_descriptor(site: Site, root: Pat
 
 
 # -- the open-file cache ------------------------------------------------------------------
-def test_cache_serves_a_rewritten_file_fresh_at_once(site: Site, root: Path) -> None:
+def served_within_window(site: Site, path: str, old: bytes, new: bytes) -> Plan:
+    """Poll ``path`` until ``new`` is served; until then only ever ``old``, whole."""
+    deadline = time.monotonic() + CACHE_RECHECK_SECONDS + 1
+    while True:
+        result = site.plan(path)
+        body = site.body(result)
+        assert int(headers_of(result)["content-length"]) == len(body)
+        if body == new:
+            return result
+        assert body == old, "a body neither old nor new"
+        assert time.monotonic() < deadline, "still stale after the revalidation window"
+        time.sleep(0.05)
+
+
+def test_cache_serves_a_changed_file_fresh_within_the_window(site: Site, root: Path) -> None:
     target = root / "notes.txt"
-    assert site.body(site.plan("/notes.txt")) == target.read_bytes()
+    original = target.read_bytes()
+    assert site.body(site.plan("/notes.txt")) == original
     target.write_bytes(b"rewritten, longer than before\n")
-    assert site.body(site.plan("/notes.txt")) == b"rewritten, longer than before\n"
+    served_within_window(site, "/notes.txt", original, b"rewritten, longer than before\n")
     fresh = root / "fresh.tmp"
     fresh.write_bytes(b"renamed over\n")
     fresh.rename(target)  # the deploy pattern: a new inode under the old name
-    result = site.plan("/notes.txt")
-    assert site.body(result) == b"renamed over\n"
+    result = served_within_window(
+        site, "/notes.txt", b"rewritten, longer than before\n", b"renamed over\n"
+    )
     assert headers_of(result)["etag"] == etag_of(target)
     target.unlink()
-    assert site.status("/notes.txt") == 404
+    deadline = time.monotonic() + CACHE_RECHECK_SECONDS + 1
+    while site.status("/notes.txt") != 404:
+        assert time.monotonic() < deadline, "a deleted file was served past the window"
+        time.sleep(0.05)
 
 
 def test_cache_answers_conditionals_and_head(site: Site, root: Path) -> None:
@@ -501,20 +520,29 @@ def test_etag_is_the_same_in_every_worker(root: Path) -> None:
         second.close()
 
 
-def test_etag_changes_when_the_file_changes(site: Site, root: Path) -> None:
+def etag_served(root: Path, path: str) -> str:
+    """The ETag a freshly started worker (empty open-file cache) sends for ``path``."""
+    fresh = Site(root)
+    try:
+        return headers_of(fresh.plan(path))["etag"]
+    finally:
+        fresh.close()
+
+
+def test_etag_changes_when_the_file_changes(root: Path) -> None:
     path = root / "notes.txt"
-    before = headers_of(site.plan("/notes.txt"))["etag"]
+    before = etag_served(root, "/notes.txt")
     assert re.fullmatch(r'"[0-9a-f]+-[0-9a-f]+-[0-9a-f]+"', before)  # strong, no W/
     mtime_ns = path.stat().st_mtime_ns
     path.write_text("NOTES\n")  # same size, new content
     os.utime(path, ns=(mtime_ns + 1_000, mtime_ns + 1_000))  # even within one tick
-    after_write = headers_of(site.plan("/notes.txt"))["etag"]
+    after_write = etag_served(root, "/notes.txt")
     assert after_write != before
     replacement = root / "notes.tmp"
     replacement.write_text("NOTES\n")
     os.utime(replacement, ns=(mtime_ns + 1_000, mtime_ns + 1_000))
     os.replace(replacement, path)  # an atomic deploy: same size and mtime, new inode
-    assert headers_of(site.plan("/notes.txt"))["etag"] not in (before, after_write)
+    assert etag_served(root, "/notes.txt") not in (before, after_write)
 
 
 # -- HEAD -------------------------------------------------------------------------------
