@@ -75,6 +75,31 @@ def run_round(worker: Worker, request: bytes, expected: int, count: int) -> floa
         client.close()
 
 
+def run_close_round(worker: Worker, request: bytes, count: int) -> float:
+    """CPU microseconds per request when every request has a connection of its own."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+    listener.setblocking(False)
+    worker.listeners[listener.fileno()] = listener
+    worker.families[listener] = socket.AF_INET
+    address = listener.getsockname()
+    try:
+        started = time.process_time()
+        for _ in range(count):
+            client = socket.create_connection(address)
+            worker.accept_batch(listener)
+            client.send(request)
+            connection = worker.connections[max(worker.connections)]
+            worker.on_readable(connection)
+            while client.recv(RECEIVE_BYTES):
+                pass
+            client.close()
+            worker.close(connection)  # had it lingered, the client's close ends it
+        return (time.process_time() - started) / count * 1e6
+    finally:
+        del worker.listeners[listener.fileno()]
+        listener.close()
+
+
 def response_length(worker: Worker, request: bytes) -> int:
     """Bytes of one whole response, read until the head's Content-Length is covered."""
     client, connection = connected_pair(worker)
@@ -98,6 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.hotpath", description=__doc__)
     parser.add_argument("--access-log", action="store_true", help="log each request to a file")
     parser.add_argument("--size", type=int, default=SMALL_BYTES, help="file size in bytes")
+    parser.add_argument("--close", action="store_true", help="Connection: close, one per request")
     parser.add_argument("--profile", action="store_true", help="print a cProfile summary")
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--requests", type=int, default=REQUESTS_PER_ROUND)
@@ -109,18 +135,25 @@ def main() -> None:
         log_path = str(Path(scratch, "access.log")) if options.access_log else None
         worker = build_worker(docroot, log_path)
         request = b"GET /file.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: hotpath\r\n\r\n"
-        expected = response_length(worker, request)
+        if options.close:
+            request = request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+
+            def one_round() -> float:
+                return run_close_round(worker, request, options.requests)
+        else:
+            expected = response_length(worker, request)
+
+            def one_round() -> float:
+                return run_round(worker, request, expected, options.requests)
         if options.profile:
             profiler = cProfile.Profile()
-            profiler.runcall(run_round, worker, request, expected, options.requests)
+            profiler.runcall(one_round)
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
             return
-        costs = [
-            run_round(worker, request, expected, options.requests)
-            for _ in range(options.rounds)
-        ]
+        costs = [one_round() for _ in range(options.rounds)]
         print(
-            f"{options.size} B{' + access log' if options.access_log else ''}: "
+            f"{options.size} B{' + access log' if options.access_log else ''}"
+            f"{', close' if options.close else ''}: "
             f"median {statistics.median(costs):.2f} us CPU per request "
             f"(min {min(costs):.2f}, max {max(costs):.2f}, {options.rounds} rounds "
             f"of {options.requests})"

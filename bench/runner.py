@@ -24,6 +24,7 @@ from bench.cpu import (
     worker_cpu_split,
 )
 from bench.docroot import SMALL_FILE, ServedFile, build_docroot
+from bench.extras import ExtraFailure, measure_access_log, measure_idle_connections
 from bench.load import SMALL_KEEPALIVE, LoadCase, LoadFailure, WrkResult, build_cases, run_wrk
 from bench.machine import describe_machine
 from bench.memory import PssSampler
@@ -215,6 +216,33 @@ def stop_servers(running: list[RunningServer], reports: dict[str, ServerReport])
         print(f"bench: stopped {server.name}: {outcome.describe()}", flush=True)
 
 
+def run_extras(options: Options, programs: Programs, cases: tuple[LoadCase, ...],
+               workdir: Path, report: ServerReport) -> list[str]:
+    """forkserver against itself (bench/extras.py); returns why any has no numbers."""
+    context = StartContext(workdir=workdir / "extras", docroot=workdir / "docroot",
+                           workers=options.workers, programs=programs,
+                           repo_root=REPO_ROOT, probe_path="/" + SMALL_FILE)
+    failures = []
+    small = next(case for case in cases if case.key == SMALL_KEEPALIVE)
+    try:
+        report.access_log = measure_access_log(context, programs.wrk, small, options.seconds,
+                                               options.rounds)
+        print(f"bench: access log on: {report.access_log.drop_percent:.1f}% fewer req/s",
+              flush=True)
+    except (ExtraFailure, ServerStartError) as error:
+        failures.append(f"access-log experiment failed: {error}")
+    try:
+        report.idle = measure_idle_connections(context)
+        print(f"bench: {report.idle.connections} idle connections: "
+              f"{report.idle.bytes_per_connection:.0f} bytes each, slowest new request "
+              f"{report.idle.probe_max_seconds * 1000:.1f} ms", flush=True)
+    except (ExtraFailure, ServerStartError, OSError) as error:
+        failures.append(f"idle-connection experiment failed: {error}")
+    for failure in failures:
+        print(f"bench: {failure}", flush=True)
+    return failures
+
+
 def write_documents(run: BenchmarkRun) -> None:
     DOCS_DIRECTORY.mkdir(exist_ok=True)
     chart_path = DOCS_DIRECTORY / CHART_NAME
@@ -245,6 +273,9 @@ def run_benchmark(options: Options) -> int:
             cpu = load_servers(options, programs, cases, verified, reports)
         finally:
             stop_servers(running, reports)
+        extras_failures = []
+        if FORKSERVER in options.servers and reports[FORKSERVER].not_benchmarked is None:
+            extras_failures = run_extras(options, programs, cases, workdir, reports[FORKSERVER])
     run = BenchmarkRun(
         command=options.command, started_at=started_at,
         elapsed_seconds=time.monotonic() - started, seconds_per_case=options.seconds,
@@ -253,6 +284,7 @@ def run_benchmark(options: Options) -> int:
         servers=[reports[name] for name in options.servers],
         others_cpu_percent=cpu.others_percent if cpu else None,
         steal_cpu_percent=cpu.steal_percent if cpu else None,
+        extras_failures=extras_failures,
     )
     print(render_console(run))
     print(f"\nbench: finished in {run.elapsed_seconds:.0f} s")
