@@ -88,7 +88,9 @@ class Connection:
         self.fd = sock.fileno()
         self.client = client
         self.inbuf = bytearray()
-        self.outbuf = b""
+        # What is left to send of the head and in-memory body; a memoryview after a
+        # partial send, so the rest of a 64 KiB answer is not copied on every send.
+        self.outbuf: bytes | memoryview = b""
         self.file: FileBody | None = None
         self.rest: list[bytes | FileBody] | None = None  # segments after ``file``
         self.phase = READING
@@ -409,10 +411,10 @@ class Worker:
             if sent == len(data):
                 self.response_done(connection)
                 return
-            data = data[sent:]
+            connection.outbuf = memoryview(data)[sent:]
         else:
+            connection.outbuf = data
             connection.response_sent = 0
-        connection.outbuf = data
         connection.file = plan.file
         connection.rest = plan.rest
         self.flush_output(connection)
@@ -446,7 +448,7 @@ class Worker:
                 sent = sock.send(connection.outbuf, socket.MSG_MORE if more else 0)
                 connection.response_sent += sent
                 self.bytes_sent += sent
-                connection.outbuf = connection.outbuf[sent:]
+                connection.outbuf = memoryview(connection.outbuf)[sent:]
             body = connection.file
             while not connection.outbuf and body is not None:
                 count = os.sendfile(
