@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import grp
+import ipaddress
 import math
 import os
 import pwd
@@ -23,7 +24,8 @@ import yaml
 from forkserver.errors import ConfigError
 
 __all__ = [
-    "ERROR_PAGE_STATUSES", "MAX_WORKERS", "SCHEMA", "Config", "Limits", "Timeouts",
+    "ACCESS_LOG_FORMATS", "ERROR_PAGE_STATUSES", "MAX_WORKERS", "SCHEMA", "Config", "Limits",
+    "Status", "Timeouts",
     "environment_problems", "load_config",
 ]
 
@@ -45,6 +47,12 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Status:
+    path: str | None = None  # the status endpoint's URL path; None = off
+    allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # client networks, normalized
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -58,6 +66,7 @@ class Config:
     access_log: str | None = "-"  # "-" = stderr, None = off, else an absolute path
     error_log: str = "-"  # "-" = stderr, else an absolute path
     log_level: str = "info"
+    access_log_format: str = "combined"  # combined, common or json
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_requests: int = 0
     max_requests_jitter: int = 0
@@ -70,6 +79,7 @@ class Config:
     server_tokens: bool = False  # Server: forkserver/VERSION instead of forkserver
     autoindex: bool = False  # list a directory that has no index.html
     error_pages: tuple[tuple[int, str], ...] = ()  # status → path in the docroot
+    status: Status = field(default_factory=Status)
     source: str | None = None  # absolute path of the YAML file, None without -c
 
 
@@ -95,6 +105,7 @@ MAX_HEAD_BYTES = 1_048_576
 MIN_HEADERS = 1
 MAX_HEADERS = 10_000
 LOG_LEVELS = ("debug", "info", "warning", "error")
+ACCESS_LOG_FORMATS = ("combined", "common", "json")
 COMMAND_LINE = "command line"
 # Ranges are typeset with an en dash (U+2013: "0 to 65535" as in SPEC.md and the docs).
 RANGE_DASH = "\u2013"
@@ -233,6 +244,60 @@ def error_log_path(value: object) -> object:
     if value is None:
         raise Invalid("is not allowed: the error log cannot be off (use '-' for stderr)")
     return nonblank_string(expected="'-' or a path")(value)
+
+
+# The status path is compared with the request path exactly as sent, so it must be a
+# path a client sends unchanged: no %-escapes, dot-segments, empty segments or query.
+STATUS_PATH = re.compile(r"(?:/[A-Za-z0-9\-._~!$&'()*+,;=:@]+)+/?")
+
+
+def status_path(value: object) -> object:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise wrong_type(value, "a URL path such as '/server-status' or null")
+    segments = value.strip("/").split("/")
+    if not STATUS_PATH.fullmatch(value) or any(s in (".", "..") for s in segments):
+        raise Invalid(
+            "is not a URL path such as '/server-status' (starting with /; letters, digits "
+            "and -._~!$&'()*+,;=:@; no empty, '.' or '..' segments, %-escapes or query)"
+        )
+    return value
+
+
+def network(value: object) -> str:
+    """One entry of status.allow: an IPv4 or IPv6 network, ``10.0.0.0/8`` or an address."""
+    if not isinstance(value, str):
+        raise wrong_type(value, "a network such as '127.0.0.1/32' or '::1/128'")
+    try:
+        return str(ipaddress.ip_network(value))
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise Invalid("is not an IPv4 or IPv6 network such as '10.0.0.0/8' or '::1/128'") from None
+    raise Invalid(f"has host bits set (did you mean {str(loose)!r}?)")
+
+
+def network_list(value: object) -> object:
+    """A non-empty list of networks; each bad entry reported on its own line."""
+    if not isinstance(value, list):
+        raise wrong_type(value, "a list of networks such as ['127.0.0.1/32', '::1/128']")
+    if not value:
+        raise Invalid(
+            "is empty: no client could read the status (set status.path to null to turn it off)"
+        )
+    checked: list[object] = []
+    problems: list[tuple[object, object, Invalid]] = []
+    for index, item in enumerate(value):
+        try:
+            checked.append(network(item))
+        except Invalid as exc:
+            problems.append((index, item, exc))
+    if problems:
+        raise InvalidItems(problems)
+    return tuple(checked)
 
 
 # -- mapping-valued keys: each entry checked on its own line ---------------------------
@@ -451,6 +516,7 @@ SCHEMA: dict[str, Setting] = {
     ),
     "error_log": Setting("-", error_log_path, is_path=True),
     "log_level": Setting("info", one_of(LOG_LEVELS)),
+    "access_log_format": Setting("combined", one_of(ACCESS_LOG_FORMATS)),
     "timeouts.header": seconds_setting(10),
     "timeouts.keepalive": seconds_setting(15),
     "timeouts.send": seconds_setting(60),
@@ -479,6 +545,8 @@ SCHEMA: dict[str, Setting] = {
     "error_pages": Setting(
         {}, mapping_of(error_page, "statuses to paths in the docroot"), mapping=True
     ),
+    "status.path": Setting(None, status_path),
+    "status.allow": Setting(["127.0.0.1/32", "::1/128"], network_list),
 }
 SECTIONS = frozenset(key.split(".")[0] for key in SCHEMA if "." in key)
 TOP_LEVEL_KEYS = sorted({key.split(".")[0] for key in SCHEMA})
@@ -647,7 +715,11 @@ class FileReader:
         except (ValueError, TypeError) as exc:  # a bad explicit tag such as "!!int abc"
             self.report(line, key, f"unreadable value: {exc}")
         else:
-            self.entries.append(Entry(key, line, value))
+            # A list's entries keep their lines too, for one message per bad entry.
+            lines: dict[object, int] = {}
+            if isinstance(node, yaml.SequenceNode):
+                lines = {i: item.start_mark.line + 1 for i, item in enumerate(node.value)}
+            self.entries.append(Entry(key, line, value, lines))
 
     def read_entries(self, key: str, line: int, node: yaml.MappingNode) -> None:
         """A mapping-valued key, keeping each entry's line for its own messages."""
@@ -952,6 +1024,7 @@ def build_config(values: Mapping[str, object], source: str | None) -> Config:
         access_log=pick_optional(values, "access_log"),
         error_log=pick(values, "error_log", str),
         log_level=pick(values, "log_level", str),
+        access_log_format=pick(values, "access_log_format", str),
         timeouts=Timeouts(
             header=pick(values, "timeouts.header", float),
             keepalive=pick(values, "timeouts.keepalive", float),
@@ -973,6 +1046,10 @@ def build_config(values: Mapping[str, object], source: str | None) -> Config:
         server_tokens=pick(values, "server_tokens", bool),
         autoindex=pick(values, "autoindex", bool),
         error_pages=pick(values, "error_pages", tuple),
+        status=Status(
+            path=pick_optional(values, "status.path"),
+            allow=pick(values, "status.allow", tuple),
+        ),
         source=source,
     )
 

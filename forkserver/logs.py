@@ -1,7 +1,8 @@
 """Log files: the error log and the access log.
 
-Owns log formatting, buffering, atomic line writes and reopening (USR1). Must not
-know about sockets, workers or the master: callers hand it finished facts.
+Owns log formatting (the access log's combined, common and json formats),
+buffering, atomic line writes and reopening (USR1). Must not know about sockets,
+workers or the master: callers hand it finished facts.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
+
+from forkserver.config import ACCESS_LOG_FORMATS
 
 STDERR = "-"
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -136,6 +140,18 @@ def escape_field(value: str) -> str:
     return value.translate(_ESCAPES)
 
 
+def json_string(value: str | None) -> str:
+    """A JSON string literal (or null) holding only ASCII.
+
+    Each character of the latin-1 decoded input is one byte as received: controls,
+    quotes, backslashes and bytes above 0x7E become ``\\uXXXX`` or ``\\"`` escapes,
+    so a line cannot be split, forged or turned into a terminal escape, and
+    ``json.loads(line)[field].encode("latin-1")`` gives back the exact bytes.
+    """
+    # The C encoder json.dumps itself uses for a str, without dumps' per-call set-up.
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
 @dataclass(slots=True)
 class AccessRecord:
     client: str
@@ -148,20 +164,33 @@ class AccessRecord:
 
 
 class AccessLog:
-    """Combined log format plus the response time in microseconds, buffered.
+    """One line per response, in one of ACCESS_LOG_FORMATS, buffered.
+
+    ``combined``: the combined log format plus the response time in microseconds;
+    ``common``: the common log format (no referer, user agent or time taken);
+    ``json``: one JSON object per line (time, client, method, path, protocol,
+    status, bytes, duration_us, referer, user_agent, pid).
 
     Lines are whole in the buffer and flushed in whole-line chunks, so a reader sees
     either a complete line or nothing. Flushed at ACCESS_BUFFER_BYTES, by ``tick``
     at least once a second, and on ``flush`` (reopen, exit).
     """
 
-    def __init__(self, file: LogFile | None) -> None:
+    def __init__(self, file: LogFile | None, log_format: str = "combined") -> None:
+        if log_format not in ACCESS_LOG_FORMATS:
+            raise ValueError(f"unknown access log format {log_format!r}")
         self.file = file
+        self.format = log_format
         self.pending: list[str] = []
         self.pending_bytes = 0
         self.last_flush = time.monotonic()
         self._stamp_second = -1
         self._stamp = ""
+        self._iso_second = -1
+        self._iso_date = self._iso_offset = ""
+        self._format_line = {
+            "combined": self._combined, "common": self._common, "json": self._json,
+        }[log_format]
 
     @property
     def enabled(self) -> bool:
@@ -177,15 +206,50 @@ class AccessLog:
             self._stamp_second = second
         return self._stamp
 
-    def record(self, rec: AccessRecord, now: float) -> None:
-        if self.file is None:
-            return
+    def _iso_timestamp(self, now: float) -> str:
+        """ISO-8601 local time with offset, to the millisecond (cached by the second)."""
+        second = int(now)
+        if second != self._iso_second:
+            local = time.localtime(second)
+            offset = time.strftime("%z", local)
+            self._iso_date = time.strftime("%Y-%m-%dT%H:%M:%S", local)
+            self._iso_offset = f"{offset[:3]}:{offset[3:]}"
+            self._iso_second = second
+        return f"{self._iso_date}.{int((now - second) * 1000):03d}{self._iso_offset}"
+
+    def _combined(self, rec: AccessRecord, now: float) -> str:
         size = str(rec.body_bytes) if rec.body_bytes else "-"
-        line = (
+        return (
             f'{rec.client} - - [{self._timestamp(now)}] "{escape_field(rec.request_line)}" '
             f'{rec.status} {size} "{escape_field(rec.referer) or "-"}" '
             f'"{escape_field(rec.user_agent) or "-"}" {rec.duration_us}\n'
         )
+
+    def _common(self, rec: AccessRecord, now: float) -> str:
+        size = str(rec.body_bytes) if rec.body_bytes else "-"
+        return (
+            f'{rec.client} - - [{self._timestamp(now)}] "{escape_field(rec.request_line)}" '
+            f"{rec.status} {size}\n"
+        )
+
+    def _json(self, rec: AccessRecord, now: float) -> str:
+        # A request line that did not parse (a 400) is split the same way, as far as
+        # it goes: its parts may be missing (null) or hold anything the client sent.
+        parts = rec.request_line.split(" ", 2) if rec.request_line else []
+        parts += [""] * (3 - len(parts))
+        method, path, protocol = (json_string(part or None) for part in parts)
+        return (
+            f'{{"time":"{self._iso_timestamp(now)}","client":{json_string(rec.client)},'
+            f'"method":{method},"path":{path},"protocol":{protocol},'
+            f'"status":{rec.status},"bytes":{rec.body_bytes},"duration_us":{rec.duration_us},'
+            f'"referer":{json_string(rec.referer or None)},'
+            f'"user_agent":{json_string(rec.user_agent or None)},"pid":{os.getpid()}}}\n'
+        )
+
+    def record(self, rec: AccessRecord, now: float) -> None:
+        if self.file is None:
+            return
+        line = self._format_line(rec, now)
         self.pending.append(line)
         self.pending_bytes += len(line)
         if self.pending_bytes >= ACCESS_BUFFER_BYTES:

@@ -80,6 +80,7 @@ class Generation:
     access_log: AccessLog
     target: int  # workers wanted (TTIN/TTOU move it; HUP resets it)
     ready: bool = False  # every wanted worker has reached SERVING once
+    restarts: dict[int, int] = field(default_factory=dict)  # worker number → times replaced
 
 
 @dataclass(eq=False)
@@ -92,6 +93,8 @@ class WorkerRecord:
     retiring: bool = False
     kill_at: float = 0.0  # monotonic deadline for SIGKILL once retiring or aborted
     aborted: bool = False
+    retired_for: str = ""  # "reload" or "scale_down" once retiring
+    max_requests: int = 0  # its recycling limit, jitter included (0 = never)
 
 
 @dataclass
@@ -134,6 +137,7 @@ class Master:
         self.pidfile = pidfile
         self.socket_activated = socket_activated
         self.pid = os.getpid()
+        self.start_time = time.time()
         self.scoreboard = Scoreboard()
         self.log_files: dict[str, LogFile] = {}
         self.generation = self.make_generation(1, config, listeners)
@@ -170,7 +174,8 @@ class Master:
         hand_over_logs([error_log.file.fd, access_file.fd if access_file else -1],
                        config.user, config.group)
         return Generation(
-            number, config, listeners, error_log, AccessLog(access_file), config.workers
+            number, config, listeners, error_log,
+            AccessLog(access_file, config.access_log_format), config.workers,
         )
 
     def stop_listening_on_abandoned_addresses(self) -> None:
@@ -226,6 +231,7 @@ class Master:
         )
         set_title(f"forkserver: master [{self.start_label()}]")
         while True:
+            self.publish()
             self.reap()
             now = time.monotonic()
             if self.phase in (Phase.STOPPING, Phase.QUITTING):
@@ -253,6 +259,14 @@ class Master:
         if self.pidfile is not None:
             self.pidfile.release()
         return 0
+
+    def publish(self) -> None:
+        """The master's part of the scoreboard, read by the status endpoint."""
+        generation = self.generation
+        self.scoreboard.publish_master(
+            self.pid, generation.number, generation.config.workers, generation.target,
+            self.start_time,
+        )
 
     def start_label(self) -> str:
         return self.generation.config.source or "defaults"
@@ -318,7 +332,7 @@ class Master:
         current = [w for w in self.workers.values()
                    if w.generation is self.generation and not w.retiring]
         if len(current) > self.generation.target:
-            self.retire(max(current, key=lambda w: w.started))
+            self.retire(max(current, key=lambda w: w.started), "scale_down")
 
     def handle_usr1(self) -> None:
         for log_file in self.log_files.values():
@@ -418,7 +432,7 @@ class Master:
 
     # -- workers ------------------------------------------------------------------
     def spawn_worker(self, generation: Generation, number: int) -> None:
-        slot = self.scoreboard.claim(generation.number)
+        slot = self.scoreboard.claim(generation.number, generation.restarts.get(number, 0))
         if slot < 0:
             self.log.error("scoreboard full; cannot start another worker")
             return
@@ -442,7 +456,9 @@ class Master:
             self.become_worker(generation, number, slot, max_requests)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.scoreboard.set_pid(slot, pid)
-        self.workers[pid] = WorkerRecord(pid, slot, generation, number, time.monotonic())
+        self.workers[pid] = WorkerRecord(
+            pid, slot, generation, number, time.monotonic(), max_requests=max_requests
+        )
         self.log.debug(f"worker {number} of generation {generation.number} started: pid {pid}")
 
     def become_worker(
@@ -506,7 +522,7 @@ class Master:
         generation.ready = True
         old = [w for w in self.workers.values() if w.generation is not generation]
         for record in old:
-            self.retire(record)
+            self.retire(record, "reload")
         self.stop_listening_on_abandoned_addresses()
         if self.phase == Phase.STARTING:
             self.phase = Phase.SERVING
@@ -546,10 +562,11 @@ class Master:
             f"{requests} requests served by live workers"
         )
 
-    def retire(self, record: WorkerRecord) -> None:
+    def retire(self, record: WorkerRecord, why: str) -> None:
         if record.retiring:
             return
         record.retiring = True
+        record.retired_for = why
         graceful = record.generation.config.timeouts.graceful
         record.kill_at = time.monotonic() + graceful + KILL_MARGIN_SECONDS
         self.signal_worker(record, signal.SIGTERM)
@@ -609,8 +626,31 @@ class Master:
             record = self.workers.pop(pid, None)
             if record is None:
                 continue  # not ours (we may be PID 1 in a container)
-            self.scoreboard.release(record.slot)
+            reason = self.restart_reason(record, status)
+            if reason is not None and not record.retiring:
+                numbers = record.generation.restarts
+                numbers[record.number] = numbers.get(record.number, 0) + 1
+            self.scoreboard.release(record.slot, reason)
             self.on_worker_exit(record, status)
+
+    def restart_reason(self, record: WorkerRecord, status: int) -> str | None:
+        """Why a worker ended, as counted by the status endpoint; None if it was asked to.
+
+        Stopping and scaling down end workers for good; everything else makes way
+        for a replacement (a reload's new generation, or maintain_pool's respawn).
+        """
+        if self.phase in (Phase.STOPPING, Phase.QUITTING):
+            return None
+        if record.aborted:
+            return "heartbeat_timeout"
+        if record.retiring:
+            return "reload" if record.retired_for == "reload" else None
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            served = self.scoreboard.read(record.slot).requests
+            if record.max_requests and served >= record.max_requests:
+                return "max_requests"
+            return "exit"  # drained on a signal sent to the worker itself
+        return "crash"
 
     def on_worker_exit(self, record: WorkerRecord, status: int) -> None:
         now = time.monotonic()

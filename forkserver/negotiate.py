@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["BR", "GZIP", "choose_encoding", "coding_weights", "prefers_json"]
+__all__ = ["BR", "GZIP", "choose_encoding", "coding_weights", "prefers_json", "prefers_plain_text"]
 
 BR = "br"
 GZIP = "gzip"
@@ -134,3 +134,17 @@ def prefers_json(accept: str | None) -> bool:
         return False
     ranges = _media_weights(accept.lower())
     return _quality(ranges, "application", "json") > _quality(ranges, "text", "html")
+
+
+def prefers_plain_text(accept: str | None) -> bool:
+    """Whether an Accept value ranks text/plain above application/json (ties → JSON).
+
+    For the status endpoint: Prometheus asks for ``text/plain`` (or OpenMetrics, which
+    it also takes the text exposition for) with a higher q than ``*/*``.
+    """
+    if accept is None:
+        return False
+    ranges = _media_weights(accept.lower())
+    text = max(_quality(ranges, "text", "plain"),
+               _quality(ranges, "application", "openmetrics-text"))
+    return text > _quality(ranges, "application", "json")

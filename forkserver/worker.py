@@ -26,6 +26,7 @@ from forkserver.scoreboard import Scoreboard, SlotState
 from forkserver.service import drop_privileges
 from forkserver.signals import SignalPipe
 from forkserver.static import REASONS, FileBody, Plan, StaticSite, encode_fields
+from forkserver.status import NO_STATUS_PATH, StatusPage
 
 RECV_BYTES = 64 * 1024  # one recv; a request head is far smaller (limits.header_bytes)
 # Accepts per wake-up. One: with EPOLLEXCLUSIVE the first idle worker is woken for
@@ -132,6 +133,11 @@ class Worker:
         self.connections: dict[int, Connection] = {}
         self.requests = 0
         self.bytes_sent = 0
+        # Responses by status class (index status // 100), except 200s: those are the
+        # rest of ``requests``, so the common case costs one comparison, not a count.
+        self.not_ok = [0] * 6
+        self.status_path = config.status.path or NO_STATUS_PATH
+        self.status_page = StatusPage(config, self.site, spec.scoreboard)
         self.draining = False
         self.drain_deadline = 0.0
         self.accept_paused_until = 0.0
@@ -265,7 +271,12 @@ class Worker:
             self.on_deadline(connection)
 
     def beat(self) -> None:
-        self.scoreboard.beat(self.slot, self.requests, self.bytes_sent, len(self.connections))
+        not_ok = self.not_ok
+        ok = self.requests - not_ok[1] - not_ok[3] - not_ok[4] - not_ok[5]
+        by_class = (not_ok[1], ok, not_ok[3], not_ok[4], not_ok[5])
+        self.scoreboard.beat(
+            self.slot, self.requests, self.bytes_sent, len(self.connections), by_class
+        )
 
     def on_deadline(self, connection: Connection) -> None:
         if connection.phase == READING and connection.inbuf:
@@ -349,7 +360,11 @@ class Worker:
             if connection.inbuf:
                 # Pipelined: the next head's clock starts now.
                 connection.head_started = time.monotonic()
-            plan = self.site.plan(request)
+            if request.path == self.status_path:
+                self.beat()  # so this worker's own numbers are current
+                plan = self.status_page.plan(request, connection.client)
+            else:
+                plan = self.site.plan(request)
             self.respond(connection, request, plan)
 
     def respond_error(self, connection: Connection, error: HttpError) -> None:
@@ -395,6 +410,8 @@ class Worker:
         if request is None:
             connection.inbuf.clear()  # after a framing error the rest is not trustworthy
         self.requests += 1
+        if plan.status != 200:
+            self.not_ok[plan.status // 100] += 1
         if plan.file is None and plan.rest is None:
             # Head and body in memory (a cache hit, an error page): usually one send
             # takes it all, so skip the segment machinery of flush_output.

@@ -26,6 +26,7 @@ from forkserver.config import (
     SCHEMA,
     Config,
     Limits,
+    Status,
     Timeouts,
     environment_problems,
     load_config,
@@ -35,6 +36,10 @@ from forkserver.errors import ConfigError
 REPO = Path(__file__).resolve().parents[2]
 EN_DASH = "\u2013"  # messages typeset ranges with an en dash, as SPEC.md does
 CPUS = min(len(os.sched_getaffinity(0)), MAX_WORKERS)
+STATUS_PATH_RULE = (
+    " is not a URL path such as '/server-status' (starting with /; letters, digits and "
+    "-._~!$&'()*+,;=:@; no empty, '.' or '..' segments, %-escapes or query)"
+)
 # Every case file starts with these two lines, so the key under test sits on line 3
 # and a wrong line number cannot pass by accident.
 PREAMBLE = "# a site\n# served by forkserver\n"
@@ -67,13 +72,14 @@ def test_the_schema_defaults_agree_with_the_dataclass() -> None:
     # The schema table is the one place defaults are read from; the dataclass keeps
     # its own for code that builds a Config directly, and they must never drift.
     flat = {f.name: getattr(Config(), f.name) for f in dataclasses.fields(Config)}
-    for section in ("timeouts", "limits"):
+    for section in ("timeouts", "limits", "status"):
         for inner in dataclasses.fields(flat.pop(section)):
             flat[f"{section}.{inner.name}"] = getattr(getattr(Config(), section), inner.name)
     for key, setting in SCHEMA.items():
         if key not in ("docroot", "workers"):  # resolved at load time
-            # A mapping is written in YAML as a mapping and kept as a tuple of pairs.
-            default = setting.check(setting.default) if setting.mapping else setting.default
+            # A mapping or a list is written as such in YAML and kept as a tuple.
+            written_as_yaml = setting.mapping or isinstance(setting.default, list)
+            default = setting.check(setting.default) if written_as_yaml else setting.default
             assert default == flat[key], key
     assert SCHEMA["workers"].default == "auto"
     assert SCHEMA["docroot"].default == "."
@@ -108,6 +114,7 @@ group: nogroup
 access_log: null
 error_log: logs/error.log
 log_level: debug
+access_log_format: json
 timeouts:
   header: 2.5
   keepalive: 5
@@ -120,14 +127,19 @@ limits:
   request_line: 4096
   header_bytes: 8192
   headers: 50
+status:
+  path: /server-status
+  allow: [10.0.0.0/8, "fd00::/8"]
 """)
     assert load_config(str(path)) == Config(
         host="::", port=0, docroot=str(tmp_path / "www"), workers=3, backlog=64,
         daemon=True, pidfile=str(tmp_path / "run.pid"), user="nobody", group="nogroup",
         access_log=None, error_log=str(tmp_path / "logs/error.log"), log_level="debug",
+        access_log_format="json",
         timeouts=Timeouts(header=2.5, keepalive=5.0, send=20.0, graceful=7.0, worker=9.0),
         max_requests=1000, max_requests_jitter=50,
         limits=Limits(request_line=4096, header_bytes=8192, headers=50),
+        status=Status(path="/server-status", allow=("10.0.0.0/8", "fd00::/8")),
         source=str(path),
     )
 
@@ -287,6 +299,38 @@ INVALID = [
     ("error_pages:\n  404: /nowhere.html\n", 4,
      "error_pages[404]: '/nowhere.html' is not a file in the docroot (looked for "
      "DOCROOT/nowhere.html)"),
+    # access log format and the status endpoint
+    ("access_log_format: JSON\n", 3,
+     "access_log_format: 'JSON' is not one of combined, common, json (did you mean 'json'?)"),
+    ("access_log_format: null\n", 3,
+     "access_log_format: null is not allowed here, expected one of combined, common, json"),
+    ("status: /server-status\n", 3,
+     "status: '/server-status' is a string, expected a mapping of path, allow"),
+    ("status:\n  path: server-status\n", 4, "status.path: 'server-status'" + STATUS_PATH_RULE),
+    ("status:\n  path: /a//b\n", 4, "status.path: '/a//b'" + STATUS_PATH_RULE),
+    ("status:\n  path: /a/../b\n", 4, "status.path: '/a/../b'" + STATUS_PATH_RULE),
+    ("status:\n  path: /status?x=1\n", 4, "status.path: '/status?x=1'" + STATUS_PATH_RULE),
+    ("status:\n  path: /st%61tus\n", 4, "status.path: '/st%61tus'" + STATUS_PATH_RULE),
+    ("status:\n  path: 1\n", 4,
+     "status.path: 1 is an integer, expected a URL path such as '/server-status' or null"),
+    ("status:\n  pth: /s\n", 4, "status.pth: unknown key (did you mean 'status.path'?)"),
+    ("status:\n  allow: 127.0.0.1/32\n", 4,
+     "status.allow: '127.0.0.1/32' is a string, expected a list of networks such as "
+     "['127.0.0.1/32', '::1/128']"),
+    ("status:\n  allow: []\n", 4,
+     "status.allow: [] is empty: no client could read the status (set status.path to null "
+     "to turn it off)"),
+    ("status:\n  allow:\n    - 127.0.0.1/32\n    - 10.0.0.1/8\n", 6,
+     "status.allow[1]: '10.0.0.1/8' has host bits set (did you mean '10.0.0.0/8'?)"),
+    ("status:\n  allow:\n    - 127.0.0.1/32\n    - localhost\n", 6,
+     "status.allow[1]: 'localhost' is not an IPv4 or IPv6 network such as '10.0.0.0/8' or "
+     "'::1/128'"),
+    ("status:\n  allow:\n    - ::1/129\n", 5,
+     "status.allow[0]: '::1/129' is not an IPv4 or IPv6 network such as '10.0.0.0/8' or "
+     "'::1/128'"),
+    ("status:\n  allow: [8]\n", 4,
+     "status.allow[0]: 8 is an integer, expected a network such as '127.0.0.1/32' or "
+     "'::1/128'"),
 ]
 
 

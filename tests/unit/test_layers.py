@@ -22,6 +22,8 @@ LAYER = {
     "cli": 1, "__main__": 1,
     "master": 2, "worker": 2,
     "listeners": 3, "service": 3, "logs": 3, "scoreboard": 3, "signals": 3,
+    # Between the worker that calls it and the scoreboard and static site it reads.
+    "status": 2.5,
     "http": 4, "static": 4, "config": 4, "errors": 4,
     "conditional": 4, "ranges": 4, "negotiate": 4, "mime": 4, "caching": 4, "autoindex": 4,
 }
