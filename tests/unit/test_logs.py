@@ -1,0 +1,124 @@
+"""Access log formats: each line whole, escaped, and parseable whatever the client sent.
+
+Lines are written to a real file through LogFile and read back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forkserver.logs import AccessLog, AccessRecord, LogFile, escape_field, json_string
+
+NOW = 1_795_000_000.25  # a fixed instant; the offset depends on the local zone
+
+
+def written(tmp_path: Path, log_format: str, *records: AccessRecord) -> str:
+    path = tmp_path / "access.log"
+    path.unlink(missing_ok=True)
+    log = AccessLog(LogFile(str(path)), log_format)
+    for record in records:
+        log.record(record, NOW)
+    assert log.flush()
+    log.file.close()  # type: ignore[union-attr]
+    return path.read_bytes().decode("ascii")
+
+
+def record(line: str = "GET /a HTTP/1.1", referer: str = "", agent: str = "") -> AccessRecord:
+    return AccessRecord("192.0.2.1", line, 200, 42, referer, agent, 1234)
+
+
+def test_combined_is_common_plus_referer_agent_and_time_taken(tmp_path: Path) -> None:
+    stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(int(NOW)))
+    rec = record(referer="https://example.org/", agent="curl/8")
+    assert written(tmp_path, "combined", rec) == (
+        f'192.0.2.1 - - [{stamp}] "GET /a HTTP/1.1" 200 42 "https://example.org/" "curl/8" 1234\n'
+    )
+    assert written(tmp_path, "common", rec) == (
+        f'192.0.2.1 - - [{stamp}] "GET /a HTTP/1.1" 200 42\n'
+    )
+
+
+def test_json_has_every_field(tmp_path: Path) -> None:
+    rec = record(line="GET /a?b=1 HTTP/1.0", agent="curl/8")
+    (line,) = written(tmp_path, "json", rec).splitlines()
+    document = json.loads(line)
+    assert document == {
+        "time": document["time"], "client": "192.0.2.1", "method": "GET", "path": "/a?b=1",
+        "protocol": "HTTP/1.0", "status": 200, "bytes": 42, "duration_us": 1234,
+        "referer": None, "user_agent": "curl/8", "pid": document["pid"],
+    }
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.250[+-]\d\d:\d\d", document["time"])
+    assert isinstance(document["pid"], int)
+
+
+def test_an_empty_body_is_a_dash_in_text_and_zero_in_json(tmp_path: Path) -> None:
+    rec = AccessRecord("192.0.2.1", "HEAD / HTTP/1.1", 304, 0, "", "", 5)
+    assert ' 304 - "-" "-" 5\n' in written(tmp_path, "combined", rec)
+    assert written(tmp_path, "common", rec).endswith(" 304 -\n")
+    assert json.loads(written(tmp_path, "json", rec))["bytes"] == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "method", "path", "protocol"),
+    [
+        ("", None, None, None),
+        ("GARBAGE", "GARBAGE", None, None),
+        ("GET /x", "GET", "/x", None),
+        ("GET /a b HTTP/1.1", "GET", "/a", "b HTTP/1.1"),
+    ],
+)
+def test_a_line_that_did_not_parse_is_split_as_far_as_it_goes(
+    tmp_path: Path, line: str, method: str | None, path: str | None, protocol: str | None
+) -> None:
+    document = json.loads(written(tmp_path, "json", record(line=line)))
+    assert (document["method"], document["path"], document["protocol"]) == (
+        method, path, protocol,
+    )
+
+
+def test_text_fields_escape_quotes_backslashes_controls_and_high_bytes() -> None:
+    assert escape_field('a"b\\c\n\x1b[31m\xff ~') == "a\\x22b\\x5Cc\\x0A\\x1B[31m\\xFF ~"
+
+
+def test_json_strings_are_ascii_and_escape_every_control() -> None:
+    assert json_string('a"b\\c\n\x1b\x7f\xff') == '"a\\"b\\\\c\\n\\u001b\\u007f\\u00ff"'
+    assert json_string(None) == "null"
+
+
+def test_an_unknown_format_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="xml"):
+        AccessLog(None, "xml")
+
+
+LATIN1 = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(line=LATIN1, referer=LATIN1, agent=LATIN1)
+def test_any_bytes_give_one_line_per_record_in_every_format(
+    tmp_path_factory: pytest.TempPathFactory, line: str, referer: str, agent: str
+) -> None:
+    directory = tmp_path_factory.mktemp("log")
+    rec = AccessRecord("2001:db8::1", line, 400, 0, referer, agent, 7)
+    for log_format in ("combined", "common"):
+        text = written(directory, log_format, rec, rec)
+        lines = text.split("\n")
+        assert len(lines) == 3 and lines[2] == ""
+        quoted = re.findall(r'"((?:[^"\\]|\\x[0-9A-F]{2})*)"', lines[0])
+        assert quoted[0] == escape_field(line)
+    text = written(directory, "json", rec, rec)
+    lines = text.split("\n")
+    assert len(lines) == 3 and lines[2] == ""
+    document = json.loads(lines[0])
+    # The exact bytes come back, each character one byte.
+    assert document["user_agent"] == (agent or None)
+    assert document["referer"] == (referer or None)
+    assert " ".join(p for p in (document["method"], document["path"], document["protocol"])
+                    if p is not None) == " ".join(p for p in line.split(" ", 2) if p)
