@@ -24,6 +24,13 @@ from tests.support import Server, alive, request, running, status_of, wait_for
 
 STATUS = "/server-status"
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+# What Prometheus 3 sends when it scrapes (its default scrape_protocols, in order).
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,"
+    "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
 
 
 @pytest.fixture
@@ -139,8 +146,7 @@ def test_status_counts_exactly_what_was_sent(tmp_path: Path, docroot: Path) -> N
         )
 
         # Prometheus text, by ?format= and by Accept, agrees with what was sent.
-        for how in ({}, {"accept": "text/plain"},
-                    {"accept": "application/openmetrics-text;q=0.5,*/*;q=0.1"}):
+        for how in ({}, {"accept": "text/plain"}, {"accept": PROMETHEUS_ACCEPT}):
 
             def agrees(how: dict[str, str] = how) -> dict[str, Family] | None:
                 expected, expected_bytes = dict(client.sent), client.received
