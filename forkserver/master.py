@@ -1,7 +1,8 @@
 """The master process: supervises generations of workers.
 
 Owns the worker table, generations, signals, respawn back-off, heartbeat checks,
-reload, scaling, log reopening, graceful and fast stop, and upgrade by re-exec. Must
+reload, scaling, log reopening, graceful and fast stop, upgrade by re-exec, and its
+part of the scoreboard (its own header, and why each worker ended). Must
 never accept a connection or parse HTTP, and never imports the worker module: the
 worker's entry function is handed in.
 """

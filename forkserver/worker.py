@@ -2,8 +2,9 @@
 
 Owns connections (their buffers, deadlines and in-flight file bodies), the accept
 loop, response serialisation, the worker's signals and its scoreboard slot. Must not
-parse HTTP (http.py does), decide what a request means (static.py does), or know
-about other workers and generations (the master does).
+parse HTTP (http.py does), decide what a request means (static.py does, and
+status.py for the status path), or know about other workers and generations (the
+master does).
 """
 
 from __future__ import annotations
