@@ -54,8 +54,10 @@ class Status:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # or "unix:/absolute/path" for a unix domain socket
     port: int = 8080
+    socket_mode: str | None = None  # octal text such as "0660"; unix sockets only
+    socket_owner: str | None = None  # "user", "user:group" or ":group"; unix sockets only
     docroot: str = "."  # absolute after loading
     workers: int = 1  # resolved: ``auto`` becomes the usable CPU count at load time
     backlog: int = 1024
@@ -80,6 +82,10 @@ class Config:
     autoindex: bool = False  # list a directory that has no index.html
     error_pages: tuple[tuple[int, str], ...] = ()  # status → path in the docroot
     status: Status = field(default_factory=Status)
+    # PROXY protocol (forkserver/proxy.py): every connection starts with a header,
+    # accepted only from these networks (normalized CIDR text).
+    proxy_protocol: bool = False
+    proxy_protocol_from: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     source: str | None = None  # absolute path of the YAML file, None without -c
 
 
@@ -110,6 +116,9 @@ COMMAND_LINE = "command line"
 # Ranges are typeset with an en dash (U+2013: "0 to 65535" as in SPEC.md and the docs).
 RANGE_DASH = "\u2013"
 MAX_SHOWN = 60  # a list or mapping quoted in a message is cut to this many characters
+UNIX_PREFIX = "unix:"  # host: "unix:/run/forkserver/http.sock"
+# sockaddr_un.sun_path holds 108 bytes, the last one a NUL.
+MAX_UNIX_PATH = 107
 
 
 # -- value checks ---------------------------------------------------------------------
@@ -240,6 +249,49 @@ def nonblank_string(*, nullable: bool = False, expected: str = "a string") -> Ch
     return check
 
 
+def host_address(value: object) -> object:
+    """An address or name to bind, or ``unix:`` and the absolute path of a socket file."""
+    host = nonblank_string(expected="an address or 'unix:/path'")(value)
+    assert isinstance(host, str)
+    if not host.startswith(UNIX_PREFIX):
+        return host
+    path = host[len(UNIX_PREFIX) :]
+    if not path.startswith("/"):
+        raise Invalid(
+            "needs an absolute path after 'unix:', such as 'unix:/run/forkserver/http.sock'"
+        )
+    if path.endswith("/"):
+        raise Invalid("names a directory; the socket needs a file name")
+    if len(os.fsencode(path)) > MAX_UNIX_PATH:
+        raise Invalid(f"has a path longer than {MAX_UNIX_PATH} bytes (the limit of a unix socket)")
+    return UNIX_PREFIX + os.path.normpath(path)
+
+
+def octal_mode(value: object) -> object:
+    """File permission bits written as quoted octal text: '0660', '660', '0600'."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise wrong_type(value, "octal permission bits in quotes such as '0660', or null")
+    if not re.fullmatch(r"0?[0-7]{3}", value):
+        raise Invalid("is not octal permission bits such as '0660'")
+    return f"{int(value, 8):04o}"
+
+
+def owner_spec(value: object) -> object:
+    """``user``, ``user:group`` or ``:group``; the names are looked up at start-up."""
+    if value is None:
+        return None
+    text = nonblank_string(expected="'user:group'")(value)
+    assert isinstance(text, str)
+    user, _, group = text.partition(":")
+    if text.count(":") > 1 or not (user or group):
+        raise Invalid("is not 'user', 'user:group' or ':group'")
+    if ":" in text and not group:
+        raise Invalid("has a colon but no group ('user' alone keeps the group)")
+    return text
+
+
 def error_log_path(value: object) -> object:
     if value is None:
         raise Invalid("is not allowed: the error log cannot be off (use '-' for stderr)")
@@ -266,7 +318,7 @@ def status_path(value: object) -> object:
 
 
 def network(value: object) -> str:
-    """One entry of status.allow: an IPv4 or IPv6 network, ``10.0.0.0/8`` or an address."""
+    """One network entry: IPv4 or IPv6, ``10.0.0.0/8`` or a bare address (its /32, /128)."""
     if not isinstance(value, str):
         raise wrong_type(value, "a network such as '127.0.0.1/32' or '::1/128'")
     try:
@@ -280,24 +332,29 @@ def network(value: object) -> str:
     raise Invalid(f"has host bits set (did you mean {str(loose)!r}?)")
 
 
-def network_list(value: object) -> object:
-    """A non-empty list of networks; each bad entry reported on its own line."""
-    if not isinstance(value, list):
-        raise wrong_type(value, "a list of networks such as ['127.0.0.1/32', '::1/128']")
-    if not value:
-        raise Invalid(
-            "is empty: no client could read the status (set status.path to null to turn it off)"
-        )
-    checked: list[object] = []
-    problems: list[tuple[object, object, Invalid]] = []
-    for index, item in enumerate(value):
-        try:
-            checked.append(network(item))
-        except Invalid as exc:
-            problems.append((index, item, exc))
-    if problems:
-        raise InvalidItems(problems)
-    return tuple(checked)
+def network_list(when_empty: str | None) -> Check:
+    """A list of networks, each bad entry reported on its own line.
+
+    ``when_empty`` is the problem an empty list is (None: an empty list is fine).
+    """
+
+    def check(value: object) -> object:
+        if not isinstance(value, list):
+            raise wrong_type(value, "a list of networks such as ['127.0.0.1/32', '::1/128']")
+        if not value and when_empty is not None:
+            raise Invalid(when_empty)
+        checked: list[object] = []
+        problems: list[tuple[object, object, Invalid]] = []
+        for index, item in enumerate(value):
+            try:
+                checked.append(network(item))
+            except Invalid as exc:
+                problems.append((index, item, exc))
+        if problems:
+            raise InvalidItems(problems)
+        return tuple(checked)
+
+    return check
 
 
 # -- mapping-valued keys: each entry checked on its own line ---------------------------
@@ -502,8 +559,10 @@ def seconds_setting(default: float) -> Setting:
 
 
 SCHEMA: dict[str, Setting] = {
-    "host": Setting("127.0.0.1", nonblank_string()),
+    "host": Setting("127.0.0.1", host_address),
     "port": integer_setting(8080, 0, 65535),
+    "socket_mode": Setting(None, octal_mode),
+    "socket_owner": Setting(None, owner_spec),
     "docroot": Setting(".", nonblank_string(expected="a path"), is_path=True),
     "workers": Setting("auto", workers_count, workers_from_text),
     "backlog": integer_setting(1024, 1, MAX_BACKLOG),
@@ -546,7 +605,11 @@ SCHEMA: dict[str, Setting] = {
         {}, mapping_of(error_page, "statuses to paths in the docroot"), mapping=True
     ),
     "status.path": Setting(None, status_path),
-    "status.allow": Setting(["127.0.0.1/32", "::1/128"], network_list),
+    "status.allow": Setting(["127.0.0.1/32", "::1/128"], network_list(
+        "is empty: no client could read the status (set status.path to null to turn it off)"
+    )),
+    "proxy_protocol": Setting(False, boolean, bool_from_text),
+    "proxy_protocol_from": Setting(["127.0.0.1/32", "::1/128"], network_list(None)),
 }
 SECTIONS = frozenset(key.split(".")[0] for key in SCHEMA if "." in key)
 TOP_LEVEL_KEYS = sorted({key.split(".")[0] for key in SCHEMA})
@@ -703,10 +766,9 @@ class FileReader:
             and SURPRISING_INT.fullmatch(node.value)
         ):
             number = self.loader.construct_object(node)
-            self.report(line, key, (
-                f"{show(node.value)} is read by YAML 1.1 as {number}; write it without a "
-                "leading zero or colon, or quote it"
-            ))
+            fix = ("quote it: socket_mode: '0660'" if key == "socket_mode" else
+                   "write it without a leading zero or colon, or quote it")
+            self.report(line, key, f"{show(node.value)} is read by YAML 1.1 as {number}; {fix}")
             return
         try:
             value = self.loader.construct_object(node, deep=True)
@@ -884,6 +946,20 @@ def limits_problem(values: Mapping[str, object], origins: Mapping[str, Origin]) 
     )
 
 
+def socket_keys_problem(
+    values: Mapping[str, object], origins: Mapping[str, Origin]
+) -> Problem | None:
+    """socket_mode and socket_owner describe a socket file: they need a unix: host."""
+    if pick(values, "host", str).startswith(UNIX_PREFIX):
+        return None
+    for key in ("socket_mode", "socket_owner"):
+        if values[key] is not None:
+            return origins[key].problem(
+                values[key], "applies only to a unix socket (host: 'unix:/path')"
+            )
+    return None
+
+
 class Layers:
     """Values layered as they arrive: built-in defaults, then the file, then the command line.
 
@@ -943,7 +1019,8 @@ class Layers:
         """Rules on the final values: the docroot in use exists, the limits agree."""
         docroot = pick(self.values, "docroot", str)
         docroot_bad = docroot_problem(self.given["docroot"], docroot, self.origins["docroot"])
-        for problem in (docroot_bad, limits_problem(self.values, self.origins)):
+        socket_bad = socket_keys_problem(self.values, self.origins)
+        for problem in (docroot_bad, limits_problem(self.values, self.origins), socket_bad):
             if problem is not None:
                 self.problems.append(problem)
         if docroot_bad is None:
@@ -1014,6 +1091,8 @@ def build_config(values: Mapping[str, object], source: str | None) -> Config:
     return Config(
         host=pick(values, "host", str),
         port=pick(values, "port", int),
+        socket_mode=pick_optional(values, "socket_mode"),
+        socket_owner=pick_optional(values, "socket_owner"),
         docroot=pick(values, "docroot", str),
         workers=worker_count,
         backlog=pick(values, "backlog", int),
@@ -1050,6 +1129,8 @@ def build_config(values: Mapping[str, object], source: str | None) -> Config:
             path=pick_optional(values, "status.path"),
             allow=pick(values, "status.allow", tuple),
         ),
+        proxy_protocol=pick(values, "proxy_protocol", bool),
+        proxy_protocol_from=pick(values, "proxy_protocol_from", tuple),
         source=source,
     )
 
@@ -1072,6 +1153,8 @@ def environment_problems(config: Config) -> list[str]:
             problems.extend(writable_file_problems(key, log_path))
     if config.pidfile is not None:
         problems.extend(pidfile_problems(config.pidfile))
+    if config.host.startswith(UNIX_PREFIX):
+        problems.extend(unix_socket_problems(config.host[len(UNIX_PREFIX) :], config.socket_owner))
     account: pwd.struct_passwd | None = None
     group_id: int | None = None
     if config.user is not None:
@@ -1136,6 +1219,40 @@ def pidfile_problems(path: str) -> list[str]:
         return [f"pidfile: {show(path)} is a directory"]
     reason = creatable_problem(path)
     return [f"pidfile: {show(path)} cannot be written: {reason}"] if reason else []
+
+
+def unix_socket_problems(path: str, owner: str | None) -> list[str]:
+    """The socket file is created in its directory (replacing a stale socket, nothing else)."""
+    problems = []
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        reason = creatable_problem(path)
+        if reason:
+            problems.append(f"host: {show(UNIX_PREFIX + path)} cannot be created: {reason}")
+    except OSError as exc:
+        problems.append(f"host: {show(UNIX_PREFIX + path)}: {exc.strerror}")
+    else:
+        if not stat.S_ISSOCK(status.st_mode):
+            problems.append(
+                f"host: {show(UNIX_PREFIX + path)} exists and is not a socket; "
+                "forkserver replaces only a stale socket"
+            )
+    if owner is not None:
+        user, _, group = owner.partition(":")
+        if user and not _exists(pwd.getpwnam, user):
+            problems.append(f"socket_owner: {show(owner)}: user {show(user)} does not exist")
+        if group and not _exists(grp.getgrnam, group):
+            problems.append(f"socket_owner: {show(owner)}: group {show(group)} does not exist")
+    return problems
+
+
+def _exists(lookup: Callable[[str], object], name: str) -> bool:
+    try:
+        lookup(name)
+    except KeyError:
+        return False
+    return True
 
 
 def unreadable_for(docroot: str, uid: int, gids: set[int]) -> str | None:

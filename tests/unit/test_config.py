@@ -144,6 +144,32 @@ status:
     )
 
 
+def test_proxy_protocol_and_unix_socket_keys_are_read(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+host: unix:/run/forkserver/../forkserver/http.sock
+socket_mode: "660"
+socket_owner: www-data:haproxy
+proxy_protocol: true
+proxy_protocol_from: [10.0.0.0/8, 192.0.2.7, "2001:DB8::/32"]
+""")
+    config = load_config(str(path))
+    assert config.host == "unix:/run/forkserver/http.sock"
+    assert config.socket_mode == "0660"
+    assert config.socket_owner == "www-data:haproxy"
+    assert config.proxy_protocol is True
+    assert config.proxy_protocol_from == ("10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32")
+
+
+def test_an_empty_proxy_protocol_from_trusts_nobody(tmp_path: Path) -> None:
+    path = write(tmp_path, "proxy_protocol: true\nproxy_protocol_from: []\n")
+    assert load_config(str(path)).proxy_protocol_from == ()
+
+
+def test_a_unix_host_can_come_from_the_command_line(tmp_path: Path) -> None:
+    config = load_config(None, {"docroot": str(tmp_path), "host": "unix:/tmp/x.sock"})
+    assert config.host == "unix:/tmp/x.sock"
+
+
 def test_whole_seconds_become_floats(tmp_path: Path) -> None:
     config = load_config(str(write(tmp_path, "timeouts:\n  send: 60\n")))
     assert config.timeouts.send == 60.0 and isinstance(config.timeouts.send, float)
@@ -195,7 +221,48 @@ INVALID = [
     ('host: ""\n', 3, "host: '' is empty"),
     ('host: " 10.0.0.1"\n', 3,
      "host: ' 10.0.0.1' contains leading/trailing blanks or control characters"),
-    ("host: 5\n", 3, "host: 5 is an integer, expected a string"),
+    ("host: 5\n", 3, "host: 5 is an integer, expected an address or 'unix:/path'"),
+    ("host: unix:run/http.sock\n", 3,
+     "host: 'unix:run/http.sock' needs an absolute path after 'unix:', such as "
+     "'unix:/run/forkserver/http.sock'"),
+    ("host: unix:/run/\n", 3,
+     "host: 'unix:/run/' names a directory; the socket needs a file name"),
+    (f"host: unix:/{'x' * 107}\n", 3,
+     f"host: 'unix:/{'x' * 107}' has a path longer than 107 bytes (the limit of a unix socket)"),
+    ("host: unix:/run/x.sock\nsocket_mode: 0660\n", 4,
+     "socket_mode: '0660' is read by YAML 1.1 as 432; quote it: socket_mode: '0660'"),
+    ("host: unix:/run/x.sock\nsocket_mode: 660\n", 4,
+     "socket_mode: 660 is an integer, expected octal permission bits in quotes such as "
+     "'0660', or null"),
+    ("host: unix:/run/x.sock\nsocket_mode: '0860'\n", 4,
+     "socket_mode: '0860' is not octal permission bits such as '0660'"),
+    ("host: unix:/run/x.sock\nsocket_mode: '1777'\n", 4,
+     "socket_mode: '1777' is not octal permission bits such as '0660'"),
+    ("host: unix:/run/x.sock\nsocket_owner: 'a:b:c'\n", 4,
+     "socket_owner: 'a:b:c' is not 'user', 'user:group' or ':group'"),
+    ("host: unix:/run/x.sock\nsocket_owner: ':'\n", 4,
+     "socket_owner: ':' is not 'user', 'user:group' or ':group'"),
+    ("host: unix:/run/x.sock\nsocket_owner: 'www:'\n", 4,
+     "socket_owner: 'www:' has a colon but no group ('user' alone keeps the group)"),
+    ("socket_mode: '0660'\n", 3,
+     "socket_mode: '0660' applies only to a unix socket (host: 'unix:/path')"),
+    ("socket_owner: www-data\n", 3,
+     "socket_owner: 'www-data' applies only to a unix socket (host: 'unix:/path')"),
+    ('proxy_protocol: "on"\n', 3, "proxy_protocol: 'on' is a string, expected true or false"),
+    ("proxy_protocol_from: 10.0.0.0/8\n", 3,
+     "proxy_protocol_from: '10.0.0.0/8' is a string, expected a list of networks such as "
+     "['127.0.0.1/32', '::1/128']"),
+    ("proxy_protocol_from: [10.0.0.0/33]\n", 3,
+     "proxy_protocol_from[0]: '10.0.0.0/33' is not an IPv4 or IPv6 network such as "
+     "'10.0.0.0/8' or '::1/128'"),
+    ("proxy_protocol_from: [10.0.0.1/8]\n", 3,
+     "proxy_protocol_from[0]: '10.0.0.1/8' has host bits set (did you mean '10.0.0.0/8'?)"),
+    ("proxy_protocol_from: [lb.example]\n", 3,
+     "proxy_protocol_from[0]: 'lb.example' is not an IPv4 or IPv6 network such as "
+     "'10.0.0.0/8' or '::1/128'"),
+    ("proxy_protocol_from: [8]\n", 3,
+     "proxy_protocol_from[0]: 8 is an integer, expected a network such as '127.0.0.1/32' or "
+     "'::1/128'"),
     ("timeouts:\n  header: 0\n", 4, "timeouts.header: 0 is out of range (must be > 0 and ≤ 86400)"),
     ("timeouts:\n  send: -1\n", 4, "timeouts.send: -1 is out of range (must be > 0 and ≤ 86400)"),
     ("timeouts:\n  worker: 86401\n", 4,
@@ -793,6 +860,32 @@ def test_a_docroot_removed_after_loading_is_reported(tmp_path: Path) -> None:
     assert environment_problems(config) == [
         f"docroot: '{tmp_path}/gone' is not an existing directory"
     ]
+
+
+def test_a_unix_socket_path_is_checked_against_the_filesystem(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("not a socket")
+    for host, problem in [
+        (f"unix:{tmp_path}/http.sock", None),
+        (f"unix:{tmp_path}/missing/http.sock",
+         f"host: 'unix:{tmp_path}/missing/http.sock' cannot be created: directory "
+         f"{tmp_path}/missing does not exist"),
+        (f"unix:{tmp_path}/plain",
+         f"host: 'unix:{tmp_path}/plain' exists and is not a socket; forkserver replaces "
+         "only a stale socket"),
+    ]:
+        assert environment_problems(config_in(tmp_path, host=host)) == (
+            [problem] if problem else []), host
+
+
+def test_a_socket_owner_must_exist(tmp_path: Path) -> None:
+    config = config_in(tmp_path, host=f"unix:{tmp_path}/s.sock",
+                       socket_owner="no-such-user-x:no-such-group-x")
+    assert environment_problems(config) == [
+        "socket_owner: 'no-such-user-x:no-such-group-x': user 'no-such-user-x' does not exist",
+        "socket_owner: 'no-such-user-x:no-such-group-x': group 'no-such-group-x' does not exist",
+    ]
+    assert environment_problems(dataclasses.replace(config, socket_owner="root:root")) == []
+    assert environment_problems(dataclasses.replace(config, socket_owner=":root")) == []
 
 
 def test_missing_user_and_group_are_reported(tmp_path: Path) -> None:
