@@ -23,6 +23,7 @@ from forkserver.config import Config
 from forkserver.errors import HttpError
 from forkserver.http import Request, parse_request
 from forkserver.logs import AccessLog, AccessRecord, ErrorLog
+from forkserver.proxy import UNIX_CLIENT, ProxyError, TrustedSources, parse_proxy_header
 from forkserver.scoreboard import Scoreboard, SlotState
 from forkserver.service import drop_privileges
 from forkserver.signals import SignalPipe
@@ -43,6 +44,7 @@ LINGER_SECONDS = 2.0  # how long a closing connection's unread input is drained
 ORPHAN_DRAIN_SECONDS = 1.0  # in-flight time granted when the master has died
 
 READING, WRITING, LINGERING, CLOSED = 0, 1, 2, 3
+AWAITING_PROXY = 4  # proxy_protocol: the PROXY header has not arrived in full yet
 
 _SIGNALS_HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1)
 
@@ -113,7 +115,7 @@ def _client_address(address: object) -> str:
     if isinstance(address, tuple) and address:
         host = str(address[0])
         return host[7:] if host.startswith("::ffff:") else host
-    return "-"
+    return UNIX_CLIENT  # AF_UNIX peers have no address
 
 
 class Worker:
@@ -149,6 +151,10 @@ class Worker:
             code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in REASONS.items()
         }
         self.signals = SignalPipe()
+        # None when proxy_protocol is off: then accepting costs one `is not None` more.
+        self.proxy_sources = (
+            TrustedSources(config.proxy_protocol_from) if config.proxy_protocol else None
+        )
 
     # -- set-up -------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -193,8 +199,10 @@ class Worker:
                         self.on_writable(connection)
                     elif connection.phase == READING:
                         self.on_readable(connection)
-                    else:
+                    elif connection.phase == LINGERING:
                         self.on_lingering(connection)
+                    else:
+                        self.on_proxy_header(connection)
                 elif fd in listeners:
                     self.accept_batch(listeners[fd])
                 elif fd == wakeup:
@@ -308,9 +316,62 @@ class Worker:
             sock = _socket.socket(self.families[listener], socket.SOCK_STREAM, 0, fd)
             sock.setblocking(False)  # O_NONBLOCK is not inherited; TCP_NODELAY is
             connection = Connection(sock, _client_address(address), deadline)
+            if self.proxy_sources is not None and not self.expect_proxy_header(
+                connection, address
+            ):
+                continue
             self.connections[connection.fd] = connection
             self.epoll.register(connection.fd, select.EPOLLIN)
         return ACCEPT_BATCH
+
+    def expect_proxy_header(self, connection: Connection, address: object) -> bool:
+        """proxy_protocol: a TCP peer outside proxy_protocol_from is closed unanswered.
+
+        A unix socket's peers are whoever its mode and owner let in, so they may send
+        the header too.
+        """
+        assert self.proxy_sources is not None
+        if isinstance(address, tuple) and connection.client not in self.proxy_sources:
+            self.error_log.debug(
+                f"PROXY protocol: {connection.client} is not in proxy_protocol_from; closed"
+            )
+            connection.sock.close()
+            return False
+        connection.phase = AWAITING_PROXY
+        return True
+
+    def on_proxy_header(self, connection: Connection) -> None:
+        """Read the PROXY header; the client it names is the connection's client.
+
+        It must be complete by the deadline set at accept (timeouts.header); a bad one
+        closes the connection without a byte of answer: what follows cannot be trusted.
+        """
+        try:
+            data = connection.sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close(connection)
+            return
+        connection.inbuf += data
+        try:
+            parsed = parse_proxy_header(connection.inbuf)
+        except ProxyError as exc:
+            self.error_log.debug(f"PROXY protocol: {connection.client} sent {exc}; closed")
+            self.close(connection)
+            return
+        if parsed is None:
+            return
+        header, consumed = parsed
+        if header.client is not None:
+            connection.client = header.client
+        del connection.inbuf[:consumed]
+        connection.phase = READING
+        if connection.inbuf:
+            connection.head_started = time.monotonic()
+            self.serve_buffered(connection)
 
     def pause_accepting(self, exc: OSError) -> None:
         # Level-triggered EPOLLIN would wake us again at once and spin the CPU; stop

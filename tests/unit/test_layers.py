@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "forkserver"
 CORE = (
     "http", "static", "config", "errors",
-    "conditional", "ranges", "negotiate", "mime", "caching", "autoindex",
+    "conditional", "ranges", "negotiate", "mime", "caching", "autoindex", "proxy",
 )
 FORBIDDEN_IN_CORE = {"socket", "signal", "select", "selectors", "subprocess", "multiprocessing"}
 LAYER = {
@@ -26,6 +26,7 @@ LAYER = {
     "status": 2.5,
     "http": 4, "static": 4, "config": 4, "errors": 4,
     "conditional": 4, "ranges": 4, "negotiate": 4, "mime": 4, "caching": 4, "autoindex": 4,
+    "proxy": 4,
 }
 
 
