@@ -10,6 +10,7 @@ or parse HTTP itself.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -18,7 +19,12 @@ from collections.abc import Sequence
 from forkserver import __version__
 from forkserver.config import Config, environment_problems, load_config
 from forkserver.errors import ConfigError, StartupError
-from forkserver.listeners import bind_listener, inherited_listeners, systemd_listeners
+from forkserver.listeners import (
+    bind_listener,
+    inherited_listeners,
+    systemd_listeners,
+    unix_socket_path,
+)
 from forkserver.logs import STDERR
 from forkserver.master import SOCKET_ACTIVATED_ENV, UPGRADE_FROM_ENV, Master, StartInfo
 from forkserver.service import (
@@ -222,13 +228,19 @@ def start_master(config: Config, start: StartInfo, pidfile: Pidfile | None) -> M
     if listeners is None:
         listeners = systemd_listeners(os.environ)
         socket_activated = listeners is not None
+    bound = listeners is None
     if listeners is None:
-        listeners = [bind_listener(config.host, config.port, config.backlog)]
+        listeners = [bind_listener(config.host, config.port, config.backlog,
+                                   config.socket_mode, config.socket_owner)]
     try:
         return Master(config, listeners, run_worker, start, pidfile, socket_activated)
     except OSError as exc:
         for sock in listeners:
+            path = unix_socket_path(sock) if bound else None
             sock.close()
+            if path:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # ours, created a moment ago
         raise StartupError(f"cannot open log file {exc.filename}: {exc.strerror}") from None
 
 

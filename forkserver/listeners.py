@@ -1,16 +1,23 @@
 """Listening sockets: bind them, adopt them from systemd, or inherit them on upgrade.
 
-Owns socket creation and the environment variables that carry listening fds across
-exec (``LISTEN_FDS``/``LISTEN_PID`` from systemd, ``FORKSERVER_FDS`` from an upgrading
-master). Must not accept connections or know about HTTP, workers or signals.
+Owns socket creation (TCP, and unix domain sockets with their file: stale-socket
+replacement, mode, owner, removal) and the environment variables that carry listening
+fds across exec (``LISTEN_FDS``/``LISTEN_PID`` from systemd, ``FORKSERVER_FDS`` from an
+upgrading master). Must not accept connections or know about HTTP, workers or
+signals; when a socket file is removed is the master's decision.
 """
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import os
+import pwd
 import socket
+import stat
 from collections.abc import MutableMapping
 
+from forkserver.config import UNIX_PREFIX
 from forkserver.errors import StartupError
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): passed descriptors start at fd 3
@@ -27,8 +34,15 @@ def describe(sock: socket.socket) -> str:
     return f"unix:{address}"
 
 
-def bind_listener(host: str, port: int, backlog: int) -> socket.socket:
-    """Bind and listen on host:port. Raises StartupError with a one-line reason."""
+def bind_listener(
+    host: str, port: int, backlog: int, mode: str | None = None, owner: str | None = None
+) -> socket.socket:
+    """Bind and listen on host:port or ``unix:PATH``. Raises StartupError with a reason.
+
+    ``mode`` (octal text) and ``owner`` (``user:group``) apply to a unix socket's file.
+    """
+    if host.startswith(UNIX_PREFIX):
+        return bind_unix_listener(host[len(UNIX_PREFIX) :], backlog, mode, owner)
     try:
         infos = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV
@@ -49,6 +63,130 @@ def bind_listener(host: str, port: int, backlog: int) -> socket.socket:
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         raise StartupError(f"cannot listen on {where}: {exc.strerror}") from None
     return sock
+
+
+# How long a connect() to an existing socket file may take to tell a live server from
+# a stale file. A live server whose backlog is full does not answer in time either.
+PROBE_SECONDS = 2.0
+
+
+def bind_unix_listener(
+    path: str, backlog: int, mode: str | None, owner: str | None
+) -> socket.socket:
+    """Listen on a unix domain socket at ``path``, replacing a stale socket file.
+
+    The file is created with mode 0600 (umask 0177 around bind) and only then given
+    its owner and mode, so it is never reachable by more clients than configured.
+    Without ``mode`` it gets what bind(2) gives under the process umask.
+    """
+    where = f"unix:{path}"
+    remove_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {where}: {exc.strerror}") from None
+    finally:
+        os.umask(umask)
+    try:
+        set_socket_permissions(path, mode or f"{0o777 & ~umask:04o}", owner)
+        sock.listen(backlog)
+    except (OSError, StartupError) as exc:
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise StartupError(f"cannot listen on {where}: {reason}") from None
+    return sock
+
+
+def remove_stale_socket(path: str) -> None:
+    """Remove a socket file nobody listens on; refuse a live one or a non-socket."""
+    where = f"unix:{path}"
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {where}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(status.st_mode):
+        raise StartupError(f"cannot listen on {where}: the file exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(PROBE_SECONDS)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        pass  # a file without a listener: left behind by a server that died
+    except TimeoutError:
+        raise StartupError(
+            f"cannot listen on {where}: a server listens there (its queue is full)"
+        ) from None
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {where}: {exc.strerror}") from None
+    else:
+        raise StartupError(f"cannot listen on {where}: another server is listening there")
+    finally:
+        probe.close()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass  # someone else cleaned up first
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen on {where}: cannot remove the stale socket: {exc.strerror}"
+        ) from None
+
+
+def set_socket_permissions(path: str, mode: str | None, owner: str | None) -> None:
+    """chown to ``owner`` (``user``, ``user:group``, ``:group``), then chmod to ``mode``.
+
+    None leaves that part as it is.
+    """
+    if owner:
+        user, _, group = owner.partition(":")
+        try:
+            uid = pwd.getpwnam(user).pw_uid if user else -1
+            gid = grp.getgrnam(group).gr_gid if group else -1
+        except KeyError:
+            raise StartupError(f"socket_owner {owner!r}: no such user or group") from None
+        os.chown(path, uid, gid)
+    if mode:
+        os.chmod(path, int(mode, 8))
+
+
+def unix_socket_path(sock: socket.socket) -> str | None:
+    """The file a listening unix socket is bound to; None for TCP or an abstract name."""
+    if sock.family != socket.AF_UNIX or sock.fileno() < 0:
+        return None
+    try:
+        name = sock.getsockname()
+    except OSError:
+        return None
+    return name if isinstance(name, str) and name.startswith("/") else None
+
+
+FileIdentity = tuple[int, int]  # (st_dev, st_ino) of a socket file
+
+
+def socket_file_identity(path: str) -> FileIdentity | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def remove_socket_file(path: str, identity: FileIdentity) -> bool:
+    """Unlink ``path`` if it is still the file we created (another server may own it now)."""
+    if socket_file_identity(path) != identity:
+        return False
+    try:
+        os.unlink(path)
+    except OSError:
+        return False
+    return True
 
 
 def _sockets_from_fds(fds: list[int]) -> list[socket.socket]:
@@ -100,6 +238,8 @@ def systemd_listeners(environ: MutableMapping[str, str]) -> list[socket.socket] 
 
 def same_address(sock: socket.socket, host: str, port: int) -> bool:
     """Whether ``sock`` already listens where host:port asks (port 0 matches any)."""
+    if host.startswith(UNIX_PREFIX):
+        return unix_socket_path(sock) == host[len(UNIX_PREFIX) :]
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror:

@@ -25,7 +25,17 @@ from typing import Protocol
 
 from forkserver.config import Config, load_config
 from forkserver.errors import ConfigError, StartupError
-from forkserver.listeners import INHERIT_ENV, bind_listener, describe, same_address
+from forkserver.listeners import (
+    INHERIT_ENV,
+    FileIdentity,
+    bind_listener,
+    describe,
+    remove_socket_file,
+    same_address,
+    set_socket_permissions,
+    socket_file_identity,
+    unix_socket_path,
+)
 from forkserver.logs import AccessLog, ErrorLog, LogFile
 from forkserver.scoreboard import Scoreboard, SlotState
 from forkserver.service import (
@@ -155,6 +165,11 @@ class Master:
         self.next_status = 0.0
         self.on_ready: Callable[[], None] | None = None  # daemon mode: tell the launcher
         self.signals = SignalPipe()
+        # Unix socket files this master removes when it stops listening on them. Not
+        # systemd's: the .socket unit owns those.
+        self.socket_files: dict[str, FileIdentity] = {}
+        if not socket_activated:
+            self.remember_socket_files(listeners)
 
     # -- logs and generations -----------------------------------------------------
     @property
@@ -190,7 +205,7 @@ class Master:
         for generation in self.generations:
             for sock in generation.listeners:
                 if id(sock) not in keep:
-                    sock.close()
+                    self.close_listener(sock)
 
     def release_finished_generations(self) -> None:
         """Forget older generations whose last worker has gone."""
@@ -206,12 +221,33 @@ class Master:
         in_use = {s.fileno() for g in self.generations for s in g.listeners}
         for sock in old.listeners:
             if sock.fileno() not in in_use:
-                sock.close()
+                self.close_listener(sock)
         paths = {g.config.error_log for g in self.generations}
         paths |= {g.config.access_log for g in self.generations if g.config.access_log}
         for path in list(self.log_files):
             if path not in paths:
                 self.log_files.pop(path).close()
+
+    # -- unix socket files --------------------------------------------------------
+    def remember_socket_files(self, listeners: list[socket.socket]) -> None:
+        for sock in listeners:
+            path = unix_socket_path(sock)
+            identity = socket_file_identity(path) if path else None
+            if path and identity:
+                self.socket_files[path] = identity
+
+    def close_listener(self, sock: socket.socket) -> None:
+        """Close our copy of a listener; a unix socket's file goes with it.
+
+        Not while an upgrade is under way: the new master listens on the same socket
+        and file, and removes the file when it stops. Only our own file is removed (a
+        server started after we stopped listening may have replaced it).
+        """
+        path = unix_socket_path(sock)
+        sock.close()
+        identity = self.socket_files.pop(path, None) if path else None
+        if path and identity and not self.upgrade_child and remove_socket_file(path, identity):
+            self.log.info(f"removed socket file {path}")
 
     # -- the loop -----------------------------------------------------------------
     def preserved_fds(self) -> list[int]:
@@ -377,11 +413,15 @@ class Master:
             same_address(s, config.host, config.port) for s in old.listeners
         ):
             try:
-                listeners = [bind_listener(config.host, config.port, config.backlog)]
+                listeners = [bind_listener(config.host, config.port, config.backlog,
+                                           config.socket_mode, config.socket_owner)]
             except StartupError as exc:
                 self.log.error(f"reload: {exc}; still serving generation {old.number}")
                 return
+            self.remember_socket_files(listeners)
             self.log.info(f"reload: now listening on {describe(listeners[0])}")
+        elif config.socket_mode or config.socket_owner:
+            self.update_socket_permissions(config)
         try:
             generation = self.make_generation(old.number + 1, config, listeners)
         except OSError as exc:
@@ -396,6 +436,18 @@ class Master:
         )
         self.next_spawn_at = 0.0
         self.crash_streak = 0
+
+    def update_socket_permissions(self, config: Config) -> None:
+        """A reload that keeps a unix socket applies its (possibly new) mode and owner."""
+        for sock in self.generation.listeners:
+            path = unix_socket_path(sock)
+            if path is None or path not in self.socket_files:
+                continue
+            try:
+                set_socket_permissions(path, config.socket_mode, config.socket_owner)
+            except (OSError, StartupError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                self.log.error(f"reload: cannot set the mode or owner of {path}: {reason}")
 
     def handle_usr2(self) -> None:
         if self.phase != Phase.SERVING:
@@ -608,7 +660,7 @@ class Master:
         # worker will accept from again.
         for generation in self.generations:
             for sock in generation.listeners:
-                sock.close()
+                self.close_listener(sock)
 
     def reap(self) -> None:
         while True:
