@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-LISTENING = re.compile(r"listening on http://(\[[^\]]+\]|[^:\s]+):(\d+)")
+LISTENING = re.compile(r"listening on (?:http://(\[[^\]]+\]|[^:\s]+):(\d+)|unix:/\S+)")
 
 
 def wait_for(
@@ -153,7 +153,9 @@ class Server:
         if self.process.poll() is not None:
             raise AssertionError(f"forkserver exited {self.process.returncode}: {self.stderr}")
         match = LISTENING.search(self.error_log)
-        return match.group(2) if match else None
+        if match is None:
+            return None
+        return match.group(2) or "0"  # a unix socket has no port
 
     def wait_serving(self, workers: int | None = None) -> None:
         want = workers or self.settings["workers"]
