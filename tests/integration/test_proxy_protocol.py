@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,3 +225,19 @@ def test_without_proxy_protocol_a_header_is_just_a_bad_request(
         header = v1("TCP4", "192.0.2.60", "198.51.100.1", (1, 2))
         response, _ = exchange(server.port, [header + GET])
         assert status_of(response) == 400  # nobody's header is believed unless configured
+
+
+def test_curl_haproxy_protocol_is_understood(server: Server) -> None:
+    """The debugging recipe of docs/scaling.md: curl --haproxy-protocol sends a v1 header."""
+    done = subprocess.run(
+        ["curl", "-s", "--max-time", "10", "--haproxy-protocol",
+         f"http://127.0.0.1:{server.port}/hello.txt?via-curl"],
+        capture_output=True, timeout=30,
+    )
+    assert done.stdout == BODY
+    assert wait_for(lambda: logged_clients(server, "via-curl"), what="the line") == ["127.0.0.1"]
+    plain = subprocess.run(
+        ["curl", "-s", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}",
+         f"http://127.0.0.1:{server.port}/hello.txt"], capture_output=True, text=True, timeout=30,
+    )
+    assert plain.stdout == "000"  # closed without an answer
