@@ -40,6 +40,11 @@ ACCEPT_BATCH = 1
 SENDFILE_CHUNK = 2 * 1024 * 1024  # per call, so one large download cannot starve the loop
 SWEEP_SECONDS = 0.25  # how often deadlines, heartbeat, log flush and parent are checked
 EMFILE_PAUSE_SECONDS = 0.5  # accept pause when the descriptor table is full
+EMFILE_WARN_SECONDS = 60.0  # one "pausing accepts" warning per this long, not one per pause
+# Descriptors held in reserve and given back when accept() finds the table full, so the
+# connections already open can still open the files they ask for (a walk holds at most
+# a directory and a file at once; a response in flight keeps its file until it is sent).
+RESERVE_DESCRIPTORS = 8
 LINGER_SECONDS = 2.0  # how long a closing connection's unread input is drained
 ORPHAN_DRAIN_SECONDS = 1.0  # in-flight time granted when the master has died
 
@@ -144,6 +149,8 @@ class Worker:
         self.draining = False
         self.drain_deadline = 0.0
         self.accept_paused_until = 0.0
+        self.accept_warned_at = -EMFILE_WARN_SECONDS
+        self.reserve: list[int] = []
         self.next_sweep = 0.0
         self.date_second = -1
         self.date_header = b""
@@ -174,6 +181,7 @@ class Worker:
             # EPOLLEXCLUSIVE: one idle worker wakes per incoming connection, not all.
             self.epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
         self.epoll.register(self.signals.read_fd, select.EPOLLIN)
+        self.fill_reserve()
 
     # -- main loop ----------------------------------------------------------------
     def run(self) -> int:
@@ -254,9 +262,11 @@ class Worker:
             # RST for a request nobody refused). They are answered with Connection: close.
             while self.accept_batch(sock) == ACCEPT_BATCH:
                 pass
-            self.epoll.unregister(fd)
+            if not self.accept_paused_until:
+                self.epoll.unregister(fd)
             sock.close()
         self.listeners.clear()
+        self.accept_paused_until = 0.0
         for connection in list(self.connections.values()):
             # Idle keep-alive connections go now. A fresh connection that has not sent
             # its first request yet is in flight: its client is about to ask.
@@ -272,9 +282,7 @@ class Worker:
             self.error_log.warning("master is gone; worker exiting")
             self.begin_drain(ORPHAN_DRAIN_SECONDS, "orphaned")
         if self.accept_paused_until and now >= self.accept_paused_until:
-            self.accept_paused_until = 0.0
-            for fd in self.listeners:
-                self.epoll.modify(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            self.resume_accepting(now)
         expired = [c for c in self.connections.values() if c.deadline <= now]
         for connection in expired:
             self.on_deadline(connection)
@@ -374,13 +382,45 @@ class Worker:
             self.serve_buffered(connection)
 
     def pause_accepting(self, exc: OSError) -> None:
+        """Stop accepting for a moment and give the reserve to the open connections."""
         # Level-triggered EPOLLIN would wake us again at once and spin the CPU; stop
-        # listening for a moment and let connections finish and free descriptors.
+        # listening for a moment and let connections finish and free descriptors. The
+        # listener is unregistered, not modified: epoll refuses EPOLL_CTL_MOD on an
+        # EPOLLEXCLUSIVE registration (EINVAL).
+        now = time.monotonic()
         if not self.accept_paused_until:
+            for fd in self.listeners:
+                self.epoll.unregister(fd)
+        self.accept_paused_until = now + EMFILE_PAUSE_SECONDS
+        self.release_reserve()
+        if now - self.accept_warned_at >= EMFILE_WARN_SECONDS:
+            self.accept_warned_at = now
             self.error_log.warning(f"accept failed ({exc.strerror}); pausing accepts")
-        self.accept_paused_until = time.monotonic() + EMFILE_PAUSE_SECONDS
+
+    def resume_accepting(self, now: float) -> None:
+        # The reserve comes back first: if it cannot, the open connections are using
+        # those descriptors, and accepting more would only take them away.
+        if not self.fill_reserve():
+            self.accept_paused_until = now + EMFILE_PAUSE_SECONDS
+            return
+        self.accept_paused_until = 0.0
         for fd in self.listeners:
-            self.epoll.modify(fd, 0)
+            self.epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+
+    def fill_reserve(self) -> bool:
+        """Hold RESERVE_DESCRIPTORS spare descriptors; False if the table is too full."""
+        try:
+            while len(self.reserve) < RESERVE_DESCRIPTORS:
+                # A copy of the epoll descriptor: needs no file, and nothing waits on it.
+                self.reserve.append(os.dup(self.epoll.fileno()))
+        except OSError:
+            return False
+        return True
+
+    def release_reserve(self) -> None:
+        for fd in self.reserve:
+            os.close(fd)
+        self.reserve.clear()
 
     # -- reading and answering ----------------------------------------------------
     def on_readable(self, connection: Connection) -> None:

@@ -60,6 +60,26 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used so far (utime + stime of /proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_fds(pid: int) -> int:
+    """How many descriptors ``pid`` holds (entries of /proc/PID/fd)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` (VmRSS of /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 def socket_inodes(pid: int) -> set[str]:
     inodes = set()
     with contextlib.suppress(OSError):
@@ -95,8 +115,14 @@ def port_bindable(port: int, host: str = "127.0.0.1") -> bool:
 class Server:
     """A running forkserver master started from a YAML config written for the test."""
 
-    def __init__(self, directory: Path, settings: dict[str, Any], args: list[str]) -> None:
+    def __init__(
+        self, directory: Path, settings: dict[str, Any], args: list[str],
+        command_prefix: list[str] | None = None,
+    ) -> None:
         self.directory = directory
+        # Run before the server, and exec'ing it (so the pid is the master's): e.g.
+        # ["prlimit", "--nofile=48", "--"] to start it with a small descriptor table.
+        self.command_prefix = command_prefix or []
         self.config_path = directory / "site.yaml"
         self.stderr_path = directory / "stderr.log"
         self.settings = {
@@ -139,7 +165,8 @@ class Server:
     def start(self, env: dict[str, str] | None = None) -> Server:
         with open(self.stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "forkserver", "-c", str(self.config_path), *self.args],
+                [*self.command_prefix, sys.executable, "-m", "forkserver",
+                 "-c", str(self.config_path), *self.args],
                 stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
                 env={**os.environ, **(env or {})},
             )
@@ -217,8 +244,9 @@ def get(port: int, path: str = "/", headers: str = "") -> bytes:
 
 @contextlib.contextmanager
 def running(directory: Path, settings: dict[str, Any], args: list[str] | None = None,
-            env: dict[str, str] | None = None) -> Iterator[Server]:
-    server = Server(directory, settings, args or [])
+            env: dict[str, str] | None = None,
+            command_prefix: list[str] | None = None) -> Iterator[Server]:
+    server = Server(directory, settings, args or [], command_prefix)
     try:
         server.start(env)
         yield server
