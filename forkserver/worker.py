@@ -10,11 +10,13 @@ master does).
 from __future__ import annotations
 
 import _socket
+import contextlib
 import errno
 import os
 import select
 import signal
 import socket
+import struct
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -47,6 +49,9 @@ EMFILE_WARN_SECONDS = 60.0  # one "pausing accepts" warning per this long, not o
 RESERVE_DESCRIPTORS = 8
 LINGER_SECONDS = 2.0  # how long a closing connection's unread input is drained
 ORPHAN_DRAIN_SECONDS = 1.0  # in-flight time granted when the master has died
+# SO_LINGER on with a zero timeout: close() resets the connection and drops what is
+# still queued for the client, instead of leaving it to the kernel to deliver.
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 READING, WRITING, LINGERING, CLOSED = 0, 1, 2, 3
 AWAITING_PROXY = 4  # proxy_protocol: the PROXY header has not arrived in full yet
@@ -301,7 +306,22 @@ class Worker:
             self.respond_error(connection, HttpError(408, "request head timed out"))
         else:
             # Idle keep-alive, a silent new connection, a stalled send, or done lingering.
+            if connection.phase == WRITING:
+                self.reset_on_close(connection)
             self.close(connection)
+
+    @staticmethod
+    def reset_on_close(connection: Connection) -> None:
+        """Make close() abort a stalled response rather than hand it to the kernel.
+
+        A normal close leaves the unsent part queued (up to tcp_wmem's maximum, 4 MiB
+        by default) in an orphan socket that lives as long as the client keeps
+        acknowledging with a zero window: a slow reader would go on holding kernel
+        memory after its deadline. The response is abandoned anyway.
+        """
+        # An OSError means the client already reset it: nothing is queued.
+        with contextlib.suppress(OSError):
+            connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
 
     # -- accepting ----------------------------------------------------------------
     def accept_batch(self, listener: socket.socket) -> int:

@@ -85,18 +85,30 @@ class Watch:
     latencies: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     # (seconds since the attack began, descriptors the workers hold above their idle
-    # count, largest worker RSS in bytes)
-    samples: list[tuple[float, int, int]] = field(default_factory=list)
+    # count, largest worker RSS in bytes, the server port's sockets in the kernel)
+    samples: list[tuple[float, int, int, int]] = field(default_factory=list)
 
-    def held_between(self, start: float, end: float) -> list[int]:
-        return [extra for at, extra, _ in self.samples if start <= at <= end]
+    def between(self, start: float, end: float) -> list[tuple[float, int, int, int]]:
+        return [sample for sample in self.samples if start <= sample[0] <= end]
 
 
-def watch(server: Server, stop: threading.Event, seen: Watch) -> None:
-    """Fetch /index.html on a new connection every 50 ms, timing each; sample /proc."""
-    workers = server.workers()
-    idle = sum(open_fds(pid) for pid in workers)
-    began = time.monotonic()
+def kernel_sockets(port: int) -> int:
+    """Connections on the server's side of ``port`` the kernel still holds, whether or
+    not a process has them open (an orphan keeps its unsent data), from /proc/net."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split(maxsplit=4)
+                # Not LISTEN (0A) nor TIME_WAIT (06), which holds no data.
+                if fields[3] not in ("0A", "06") and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    count += 1
+    return count
+
+
+def time_normal_client(server: Server, stop: threading.Event, seen: Watch) -> None:
+    """Fetch /index.html on a new connection every 50 ms, timing each."""
     for _ in range(2000):  # bounded: the attacks last seconds, not minutes
         if stop.is_set():
             return
@@ -109,14 +121,24 @@ def watch(server: Server, stop: threading.Event, seen: Watch) -> None:
             seen.latencies.append(time.monotonic() - started)
             if status_of(response) != 200 or not response.endswith(INDEX):
                 seen.failures.append(f"unexpected answer: {response[:80]!r}")
+        stop.wait(0.05)
+
+
+def sample_proc(server: Server, stop: threading.Event, seen: Watch) -> None:
+    """Every 0.2 s: the workers' descriptors and RSS, the port's kernel sockets."""
+    workers = server.workers()
+    idle = sum(open_fds(pid) for pid in workers)
+    began = time.monotonic()
+    for _ in range(500):
         try:
             extra = sum(open_fds(pid) for pid in workers) - idle
             rss = max(rss_bytes(pid) for pid in workers)
         except OSError as exc:
             seen.failures.append(f"a worker went away: {exc}")
             return
-        seen.samples.append((time.monotonic() - began, extra, rss))
-        stop.wait(0.05)
+        seen.samples.append((time.monotonic() - began, extra, rss, kernel_sockets(server.port)))
+        if stop.wait(0.2):
+            return
 
 
 def slowhttptest(server: Server, mode: list[str], path: str, seconds: int, report: Path,
@@ -131,18 +153,21 @@ def slowhttptest(server: Server, mode: list[str], path: str, seconds: int, repor
     workers = server.workers()
     seen = Watch()
     stop = threading.Event()
-    watcher = threading.Thread(target=watch, args=(server, stop, seen))
+    watchers = [threading.Thread(target=target, args=(server, stop, seen))
+                for target in (time_normal_client, sample_proc)]
     command = [
         "slowhttptest", *mode, "-c", str(SLOW_CONNECTIONS), "-r", str(SLOW_RATE),
         "-l", str(seconds), "-p", "1", "-u", server.url(path),
         "-g", "-o", str(report), "-v", "1",
     ]
-    watcher.start()
+    for watcher in watchers:
+        watcher.start()
     try:
         done = subprocess.run(command, capture_output=True, timeout=seconds + 30, check=False)
     finally:
         stop.set()
-        watcher.join(timeout=30)
+        for watcher in watchers:
+            watcher.join(timeout=30)
     output = done.stdout.decode(errors="replace")
     assert done.returncode == 0, output[-2000:]
     with open(f"{report}.csv", newline="") as table:
@@ -194,7 +219,7 @@ def test_slowloris_is_cut_off_by_the_header_deadline(slow_server: Server,
     # timeouts.header (4 s) ends each with a 408, long before the attack's 15 s.
     _, seen = slowhttptest(slow_server, ["-H", "-i", "1", "-x", "24"], "/", 15,
                            tmp_path / "slowloris", ends_early=True)
-    held = max(extra for _, extra, _ in seen.samples)
+    held = max(sample[1] for sample in seen.samples)
     assert held >= SLOW_CONNECTIONS * 0.8, f"only {held} slow connections were ever open"
     wait_for(lambda: logged(slow_server, '"GET / HTTP/1.1" 408 ') == SLOW_CONNECTIONS,
              timeout=5, what="a 408 logged for each slow head")
@@ -216,21 +241,24 @@ def test_slow_reader_is_bounded_by_the_send_deadline_and_costs_no_memory(
 ) -> None:
     rss_before = max(rss_bytes(pid) for pid in slow_server.workers())
     # 16 MiB downloads read 32 bytes a second through a receive window of 1-512 bytes.
-    # slowhttptest keeps its sockets to the end: the kernel still holds the data
-    # the server had queued before it closed them.
+    # slowhttptest only notices the server's reset when it next reads, and keeps
+    # counting its sockets as connected to the end.
     _, seen = slowhttptest(
         slow_server, ["-X", "-k", "1", "-n", "1", "-w", "1", "-y", "512", "-z", "32"],
         "/big.bin", 12, tmp_path / "slowread", ends_early=False,
     )
     # Each reader held a socket and the file's descriptor (sendfile reads from it)...
-    held = max(extra for _, extra, _ in seen.samples)
+    held = max(sample[1] for sample in seen.samples)
     assert held >= SLOW_CONNECTIONS, f"only {held} descriptors were ever held"
     # ... and nothing in memory: buffering the files would take gigabytes.
-    grown = max(rss for _, _, rss in seen.samples) - rss_before
+    grown = max(sample[2] for sample in seen.samples) - rss_before
     assert grown < 16 * 1024 * 1024, f"a worker grew by {grown} bytes"
-    # timeouts.send (4 s without progress) dropped them all by the attack's end.
-    late = seen.held_between(9.5, 11.5)
-    assert late and max(late) < 10, f"descriptors still held late in the attack: {late}"
+    # timeouts.send (4 s without progress) dropped them all by the attack's end, and
+    # with a reset: no orphan socket keeps megabytes of queued response in the kernel.
+    late = seen.between(9.5, 11.5)
+    assert late, "no samples late in the attack"
+    assert max(sample[1] for sample in late) < 10, f"descriptors still held: {late}"
+    assert max(sample[3] for sample in late) < 10, f"sockets left in the kernel: {late}"
 
 
 # -- descriptor exhaustion -------------------------------------------------------------
