@@ -115,6 +115,7 @@ __all__ = [
     "StaticSite",
     "content_type",
     "etag",
+    "file_version",
     "http_date",
     "resolve_path",
     "server_header",
@@ -261,11 +262,18 @@ def resolve_path(path: str) -> ResolvedPath:
 # -- plans -----------------------------------------------------------------------------
 @dataclass(slots=True)
 class FileBody:
-    """A byte range of an open file that the worker sends (``os.sendfile``) and closes."""
+    """A byte range of an open file that the worker sends (``os.sendfile``) and closes.
+
+    ``version`` is the file's (size, mtime) when the response was planned: the worker
+    stops sending when the open file no longer matches it, so one response never
+    carries bytes of two versions of a file (``cp`` and shell redirection rewrite in
+    place). None: never checked.
+    """
 
     fd: int
     offset: int
     length: int
+    version: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -369,6 +377,11 @@ class _Cached:
     last_modified: int
     content: bytes
     expires: float  # monotonic time after which the next hit takes the full path
+
+
+def file_version(st: os.stat_result) -> tuple[int, int]:
+    """What a write or truncate to a file changes; rename and unlink change neither."""
+    return (st.st_size, st.st_mtime_ns)
 
 
 class StaticSite:
@@ -479,7 +492,7 @@ class StaticSite:
             ]
             if head or not st.st_size:
                 return Plan(status, headers)
-            body = FileBody(fd, 0, st.st_size)
+            body = FileBody(fd, 0, st.st_size, file_version(st))
             fd = -1
             return Plan(status, headers, file=body)
         except OSError:
@@ -587,7 +600,7 @@ class StaticSite:
                         request.path, headers, validators, tag, last_modified, content
                     )
                     return Plan(200, headers, body=content)
-            body = FileBody(fd, 0, size)
+            body = FileBody(fd, 0, size, file_version(st))
             fd = -1  # the worker owns it now
             return Plan(200, headers, file=body)
         finally:
@@ -651,6 +664,7 @@ class StaticSite:
         media_type: str, chosen: _Representation,
     ) -> Plan:
         """206 for satisfiable parts, 416 for none (RFC 9110 §14.2); owns ``fd``."""
+        version = file_version(chosen.st)
         try:
             if not parts:
                 plan = self._failed(416, False, chosen.has_variants)
@@ -662,7 +676,7 @@ class StaticSite:
                     "Content-Length": str(part.length),
                     "Content-Range": content_range(part, size),
                 })
-                body = FileBody(fd, part.first, part.length)
+                body = FileBody(fd, part.first, part.length, version)
                 fd = -1
                 return Plan(206, partial, file=body)
             boundary = secrets.token_hex(BOUNDARY_BYTES)
@@ -675,14 +689,14 @@ class StaticSite:
             try:
                 for part_head, part in zip(heads[1:], parts[1:], strict=True):
                     rest.append(part_head)
-                    rest.append(FileBody(os.dup(fd), part.first, part.length))
+                    rest.append(FileBody(os.dup(fd), part.first, part.length, version))
             except OSError:
                 for segment in rest:
                     if isinstance(segment, FileBody):
                         os.close(segment.fd)
                 raise
             rest.append(closing)
-            first = FileBody(fd, parts[0].first, parts[0].length)
+            first = FileBody(fd, parts[0].first, parts[0].length, version)
             fd = -1
             return Plan(206, multipart, body=heads[0], file=first, rest=rest)
         finally:

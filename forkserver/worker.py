@@ -29,7 +29,7 @@ from forkserver.proxy import UNIX_CLIENT, ProxyError, TrustedSources, parse_prox
 from forkserver.scoreboard import Scoreboard, SlotState
 from forkserver.service import drop_privileges
 from forkserver.signals import SignalPipe
-from forkserver.static import REASONS, FileBody, Plan, StaticSite, encode_fields
+from forkserver.static import REASONS, FileBody, Plan, StaticSite, encode_fields, file_version
 from forkserver.status import NO_STATUS_PATH, StatusPage
 
 RECV_BYTES = 64 * 1024  # one recv; a request head is far smaller (limits.header_bytes)
@@ -590,14 +590,17 @@ class Worker:
                 connection.outbuf = memoryview(connection.outbuf)[sent:]
             body = connection.file
             while not connection.outbuf and body is not None:
+                if body.version is not None and file_version(os.fstat(body.fd)) != body.version:
+                    # Written or truncated since the head went out: what is left would
+                    # not be the bytes the head describes. A short body and EOF tell
+                    # the client; a mix of two versions would not.
+                    self.abandon_changed_file(connection)
+                    return False
                 count = os.sendfile(
                     connection.fd, body.fd, body.offset, min(body.length, SENDFILE_CHUNK)
                 )
                 if count == 0:
-                    self.error_log.error(
-                        f"file shrank while being sent to {connection.client}; closing"
-                    )
-                    self.close(connection)
+                    self.abandon_changed_file(connection)  # shrank between fstat and here
                     return False
                 body.offset += count
                 body.length -= count
@@ -614,6 +617,15 @@ class Worker:
             self.close(connection)
             return False
         return True
+
+    def abandon_changed_file(self, connection: Connection) -> None:
+        request = connection.log_request
+        what = request.path if request is not None else "an error page"
+        self.error_log.error(
+            f"{what} changed while being sent to {connection.client}; closing the "
+            f"connection after {connection.response_sent} bytes"
+        )
+        self.close(connection)
 
     def on_writable(self, connection: Connection) -> None:
         self.flush_output(connection)
