@@ -7,6 +7,7 @@ workers or the master: callers hand it finished facts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -35,7 +36,7 @@ class LogFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = 2 if path == STDERR else self._open(path)
-        self.failed = False  # a write error was reported once; stay quiet until it heals
+        self.error = ""  # strerror of the last failed write; "" after a good one
 
     @staticmethod
     def _open(path: str) -> int:
@@ -54,7 +55,6 @@ class LogFile:
             os.dup2(fresh, self.fd, inheritable=False)
         finally:
             os.close(fresh)
-        self.failed = False
 
     def write(self, data: bytes) -> bool:
         """Write whole lines, at most ATOMIC_WRITE bytes per syscall. False on failure."""
@@ -68,11 +68,20 @@ class LogFile:
                     chunk = view[:cut]
                 written = os.write(self.fd, chunk)
                 view = view[written:]
-        except OSError:
-            self.failed = True
+        except OSError as exc:
+            self.error = exc.strerror or str(exc)
             return False
-        self.failed = False
+        self.error = ""
         return True
+
+    def deleted(self) -> bool:
+        """Whether the open file has been unlinked (rm) and not yet reopened."""
+        if self.fd <= 2:
+            return False
+        try:
+            return os.fstat(self.fd).st_nlink == 0
+        except OSError:
+            return False
 
     def close(self) -> None:
         if self.fd > 2:
@@ -100,7 +109,12 @@ class ErrorLog:
             return
         text = message.replace("\n", "\\n")
         line = f"[{iso_time(time.time())}] [{level}] [{os.getpid()}] {text}\n"
-        self.file.write(line.encode("utf-8", "backslashreplace"))
+        data = line.encode("utf-8", "backslashreplace")
+        if not self.file.write(data) and self.file.fd != 2:
+            # The error log's own disk is full or gone: stderr (the journal under
+            # systemd) is the last place left to say it.
+            with contextlib.suppress(OSError):
+                os.write(2, data)
 
     def debug(self, message: str) -> None:
         self.log("debug", message)
@@ -174,13 +188,24 @@ class AccessLog:
     Lines are whole in the buffer and flushed in whole-line chunks, so a reader sees
     either a complete line or nothing. Flushed at ACCESS_BUFFER_BYTES, by ``tick``
     at least once a second, and on ``flush`` (reopen, exit).
+
+    Trouble (a full disk, an I/O error, the file deleted) never stops serving: lines
+    that cannot be written are dropped, and ``errors`` hears of it once when it
+    starts and once when it ends, never per request or per flush.
     """
 
-    def __init__(self, file: LogFile | None, log_format: str = "combined") -> None:
+    def __init__(
+        self, file: LogFile | None, log_format: str = "combined",
+        errors: ErrorLog | None = None,
+    ) -> None:
         if log_format not in ACCESS_LOG_FORMATS:
             raise ValueError(f"unknown access log format {log_format!r}")
         self.file = file
         self.format = log_format
+        self.errors = errors
+        self.dropped_lines = 0  # since writes started failing; > 0 means "in trouble"
+        self.failing = False
+        self.deletion_reported = False
         self.pending: list[str] = []
         self.pending_bytes = 0
         self.last_flush = time.monotonic()
@@ -265,6 +290,36 @@ class AccessLog:
         if not self.pending or self.file is None:
             return True
         data = "".join(self.pending).encode("latin-1", "backslashreplace")
+        lines = len(self.pending)
         self.pending.clear()
         self.pending_bytes = 0
-        return self.file.write(data)
+        written = self.file.write(data)
+        self._report(written, lines)
+        return written
+
+    def _report(self, written: bool, lines: int) -> None:
+        """Tell the error log when writing starts or stops failing, and of a deletion."""
+        file = self.file
+        assert file is not None
+        if not written:
+            self.dropped_lines += lines
+            if not self.failing:
+                self.failing = True
+                self._say("error", f"cannot write the access log {file.path}: {file.error}; "
+                                   "serving continues, access lines are dropped until "
+                                   "writes succeed")
+            return
+        if self.failing:
+            self.failing = False
+            self._say("info", f"the access log {file.path} is writable again; "
+                              f"{self.dropped_lines} lines were dropped")
+            self.dropped_lines = 0
+        deleted = file.deleted()
+        if deleted and not self.deletion_reported:
+            self._say("warning", f"the access log {file.path} was deleted; lines go to "
+                                 "the unlinked file until USR1 reopens it")
+        self.deletion_reported = deleted
+
+    def _say(self, level: str, message: str) -> None:
+        if self.errors is not None:
+            self.errors.log(level, message)

@@ -191,7 +191,7 @@ class Master:
                        config.user, config.group)
         return Generation(
             number, config, listeners, error_log,
-            AccessLog(access_file, config.access_log_format), config.workers,
+            AccessLog(access_file, config.access_log_format, error_log), config.workers,
         )
 
     def stop_listening_on_abandoned_addresses(self) -> None:
