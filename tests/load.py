@@ -43,8 +43,19 @@ class IdleClosed(Exception):
     """The server closed a reused connection before answering: retry elsewhere."""
 
 
-def read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, bytes, bool]:
-    """(status, body, server_closes) of one response; raises IdleClosed on early EOF."""
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+    closes: bool  # the server said Connection: close
+
+
+def read_message(sock: socket.socket, buffer: bytearray, head_only: bool = False) -> Response:
+    """One response, framed by Content-Length (none for HEAD, 204 and 304).
+
+    Raises IdleClosed on EOF before its first byte, ConnectionError on EOF inside it.
+    """
     while b"\r\n\r\n" not in buffer:
         chunk = sock.recv(65536)
         if not chunk:
@@ -52,23 +63,29 @@ def read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, bytes, b
                 raise IdleClosed
             raise ConnectionError("connection closed inside a response head")
         buffer += chunk
-    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
+    end = buffer.index(b"\r\n\r\n")
+    lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+    del buffer[: end + 4]
+    status = int(lines[0].split(" ", 2)[1])
     headers = {}
     for line in lines[1:]:
-        name, _, value = line.partition(b":")
+        name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    length = int(headers.get(b"content-length", b"0"))
-    body = bytearray(rest)
-    while len(body) < length:
-        chunk = sock.recv(65536)
+    length = 0 if head_only or status in (204, 304) else int(headers.get("content-length", 0))
+    while len(buffer) < length:
+        chunk = sock.recv(max(65536, length - len(buffer)))
         if not chunk:
-            raise ConnectionError("connection closed inside a response body")
-        body += chunk
-    buffer[:] = body[length:]
-    closes = headers.get(b"connection", b"").lower() == b"close"
-    return status, bytes(body[:length]), closes
+            raise ConnectionError(f"connection closed after {len(buffer)} of {length} body bytes")
+        buffer += chunk
+    body = bytes(buffer[:length])
+    del buffer[:length]
+    return Response(status, headers, body, headers.get("connection", "").lower() == "close")
+
+
+def read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, bytes, bool]:
+    """(status, body, server_closes) of one response to a GET; see read_message."""
+    response = read_message(sock, buffer)
+    return response.status, response.body, response.closes
 
 
 def run_load(

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.load import IdleClosed, Response, read_message
+
 SMALL = {f"/s{i}.txt": bytes([97 + i]) * 1024 for i in range(3)}  # in the open-file cache
 EDGE = "/edge.bin"  # exactly 64 KiB: the largest cached size
 MEDIUM = "/medium.bin"  # 100 KiB: sendfile
@@ -50,46 +52,6 @@ def build_site(root: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
     return root
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    closes: bool
-
-
-class Unanswered(Exception):
-    """EOF before the first byte of a response."""
-
-
-def read_response(sock: socket.socket, buffer: bytearray, head_only: bool) -> Response:
-    """One response, framed by Content-Length (none for HEAD, 304 and 1xx/204)."""
-    while b"\r\n\r\n" not in buffer:
-        chunk = sock.recv(65536)
-        if not chunk:
-            if not buffer:
-                raise Unanswered
-            raise ConnectionError("EOF inside a response head")
-        buffer += chunk
-    end = buffer.index(b"\r\n\r\n")
-    lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
-    del buffer[: end + 4]
-    status = int(lines[0].split(" ", 2)[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    length = 0 if head_only or status in (204, 304) else int(headers["content-length"])
-    while len(buffer) < length:
-        chunk = sock.recv(max(65536, length - len(buffer)))
-        if not chunk:
-            raise ConnectionError(f"EOF after {len(buffer)} of {length} body bytes")
-        buffer += chunk
-    body = bytes(buffer[:length])
-    del buffer[:length]
-    return Response(status, headers, body, headers.get("connection", "").lower() == "close")
 
 
 @dataclass
@@ -181,7 +143,7 @@ def learn_validators(port: int) -> dict[str, tuple[str, str]]:
         buffer = bytearray()
         for path in ("/s2.txt", MEDIUM, LARGE):
             sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: soak\r\n\r\n".encode())
-            response = read_response(sock, buffer, head_only=True)
+            response = read_message(sock, buffer, head_only=True)
             found[path] = (response.headers["etag"], response.headers["last-modified"])
     return found
 
@@ -227,13 +189,13 @@ def run_client(port: int, count: int, seed: int, deadline: float = 600.0) -> Tal
                 if closed:
                     tally.fail(f"{case.method} {case.path}: pipelined after a close")
                     break
-                response = read_response(sock, buffer, head_only=case.method == "HEAD")
+                response = read_message(sock, buffer, head_only=case.method == "HEAD")
                 tally.requests += 1
                 problem = case.check(response)
                 if problem:
                     tally.fail(problem)
                 closed = response.closes
-        except (OSError, ConnectionError, Unanswered, ValueError, KeyError) as exc:
+        except (OSError, ConnectionError, IdleClosed, ValueError, KeyError) as exc:
             tally.fail(f"{type(exc).__name__}: {exc}")
             closed = True
         sent += len(batch)

@@ -113,6 +113,13 @@ def stall(server: Server) -> tuple[StalledDownload, bytes]:
     return download, old
 
 
+def assert_change_logged(server: Server) -> None:
+    wait_for(lambda: re.search(r"\[error\] .*/big\.bin changed while being sent to "
+                               r"127\.0\.0\.1; closing the connection after \d+ bytes",
+                               server.error_log),
+             timeout=5, what="the error-log line about the changed file")
+
+
 # -- while a response is in flight ------------------------------------------------------
 @pytest.mark.parametrize("change", ["rename_over", "delete"])
 def test_a_file_replaced_or_deleted_mid_send_completes_with_the_old_bytes(
@@ -150,39 +157,37 @@ def test_a_file_truncated_mid_send_closes_the_connection_short(server: Server) -
     # queued for the client. Those arrive as zeros; nothing else ever does, and the
     # short body tells the client the response is incomplete (docs/security.md).
     assert all(got in (0, was) for got, was in zip(body[cut:], old[cut:], strict=False))
-    wait_for(lambda: re.search(r"\[error\] .*/big\.bin.* changed while being sent",
-                               server.error_log),
-             timeout=5, what="the error-log line about the truncated file")
+    assert_change_logged(server)
 
 
-def test_a_file_rewritten_in_place_mid_send_never_mixes_old_and_new(server: Server) -> None:
-    """``cp new big.bin`` truncates and rewrites the same inode: close, never splice."""
+Change = Callable[[Path, bytes], None]  # a publisher's edit of a file
+
+
+def append(target: Path, content: bytes) -> None:
+    with open(target, "ab") as file:
+        file.write(content)
+
+
+def rewrite_in_place(target: Path, content: bytes) -> None:
+    """What ``cp`` and shell redirection do: truncate the same inode, then write."""
+    with open(target, "r+b") as file:
+        file.truncate(0)
+        file.write(content)
+
+
+@pytest.mark.parametrize("write", [rewrite_in_place, append], ids=["rewrite", "append"])
+def test_a_file_written_mid_send_is_cut_short_never_mixed_or_extended(
+    server: Server, write: Change
+) -> None:
     target = Path(server.settings["docroot"]) / "big.bin"
     download, old = stall(server)
-    new = os.urandom(BIG_BYTES)
-    with open(target, "r+b") as rewrite:  # what cp and shell redirection do
-        rewrite.truncate(0)
-        rewrite.write(new)
+    write(target, os.urandom(BIG_BYTES))
     body = download.read_to_end()
+    # Neither new bytes after old ones nor appended bytes: the send stops, since the
+    # ETag and Last-Modified sent describe a version of the file that is gone.
     assert len(body) < download.length
     assert body == old[: len(body)]
-    wait_for(lambda: re.search(r"\[error\] .*/big\.bin.* changed while being sent",
-                               server.error_log),
-             timeout=5, what="the error-log line about the rewritten file")
-
-
-def test_a_file_growing_mid_send_is_cut_short_never_extended(server: Server) -> None:
-    target = Path(server.settings["docroot"]) / "big.bin"
-    download, old = stall(server)
-    with open(target, "ab") as grow:
-        grow.write(os.urandom(1024 * 1024))
-    body = download.read_to_end()
-    # Never the appended bytes. The send stops as for any other write: the ETag and
-    # Last-Modified sent describe a version of the file that no longer exists.
-    assert len(body) < download.length
-    assert body == old[: len(body)]
-    wait_for(lambda: "changed while being sent" in server.error_log, timeout=5,
-             what="the error-log line about the grown file")
+    assert_change_logged(server)
 
 
 def test_the_server_keeps_serving_after_files_change_mid_send(server: Server) -> None:
@@ -238,19 +243,10 @@ def warm(server: Server, content: bytes) -> None:
         poll_until_served(server, content, {content}, FRESH_WITHIN_SECONDS)
 
 
-Change = Callable[[Path, bytes], None]
-
-
 def rename_over(target: Path, content: bytes) -> None:
     staged = target.with_name(target.name + ".tmp")
     staged.write_bytes(content)
     staged.rename(target)
-
-
-def rewrite_in_place(target: Path, content: bytes) -> None:
-    with open(target, "r+b") as file:
-        file.truncate(0)
-        file.write(content)
 
 
 def rewrite_same_size_same_second(target: Path, content: bytes) -> None:
