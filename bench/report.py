@@ -122,6 +122,12 @@ OPTIMIZATION_LINES = [
     "(client side included).",
     "- **Access-log fields escaped only when they need it** (one regex search instead of "
     "three `str.translate` calls): 95.4k → 84.5k instructions per logged request.",
+    "- **A partial send keeps a memoryview of the rest** instead of a copy: 138.8k → 130.5k "
+    "instructions per 64 KiB request.",
+    "- **Access lines formatted in batches at flush time** (the worker only queues a tuple "
+    "per response) and `enabled` a plain attribute instead of a property: 88.2k → 81.2k "
+    "instructions per logged request; the measured drop with the access log on went from "
+    "23% to 11% (`make bench --quick`).",
     "- **Date formatted once per second**, **`os.sendfile`** for files over 64 KiB in "
     "chunks of at most 2 MiB with the head sent `MSG_MORE`, and **access-log lines "
     "buffered** (flushed at 32 KiB, every second, on reopen and on exit, in whole-line "

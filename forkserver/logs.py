@@ -24,7 +24,7 @@ LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 # lines no larger than this keeps lines from different workers from interleaving.
 ATOMIC_WRITE = 4096
 # Buffered access lines are flushed when this much is pending, or at least once a second.
-ACCESS_BUFFER_BYTES = 32 * 1024
+ACCESS_BUFFER_LINES = 256  # about 32 KiB of combined-format lines
 ACCESS_FLUSH_SECONDS = 1.0
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -166,6 +166,11 @@ def json_string(value: str | None) -> str:
     return "null" if value is None else encode_basestring_ascii(value)
 
 
+# One queued access line: client, request line, status, body bytes, referer,
+# user agent, duration in microseconds, wall-clock time.
+Entry = tuple[str, str, int, int, str, str, int, float]
+
+
 @dataclass(slots=True)
 class AccessRecord:
     client: str
@@ -186,7 +191,7 @@ class AccessLog:
     status, bytes, duration_us, referer, user_agent, pid).
 
     Lines are whole in the buffer and flushed in whole-line chunks, so a reader sees
-    either a complete line or nothing. Flushed at ACCESS_BUFFER_BYTES, by ``tick``
+    either a complete line or nothing. Flushed at ACCESS_BUFFER_LINES, by ``tick``
     at least once a second, and on ``flush`` (reopen, exit).
 
     Trouble (a full disk, an I/O error, the file deleted) never stops serving: lines
@@ -201,25 +206,21 @@ class AccessLog:
         if log_format not in ACCESS_LOG_FORMATS:
             raise ValueError(f"unknown access log format {log_format!r}")
         self.file = file
+        self.enabled = file is not None  # an attribute, not a property: read per request
         self.format = log_format
         self.errors = errors
         self.dropped_lines = 0  # since writes started failing; > 0 means "in trouble"
         self.failing = False
         self.deletion_reported = False
-        self.pending: list[str] = []
-        self.pending_bytes = 0
+        self.pending: list[Entry] = []  # lines not yet formatted, oldest first
         self.last_flush = time.monotonic()
         self._stamp_second = -1
         self._stamp = ""
         self._iso_second = -1
         self._iso_date = self._iso_offset = ""
-        self._format_line = {
+        self._format_lines = {
             "combined": self._combined, "common": self._common, "json": self._json,
         }[log_format]
-
-    @property
-    def enabled(self) -> bool:
-        return self.file is not None
 
     def _timestamp(self, now: float) -> str:
         second = int(now)
@@ -242,43 +243,72 @@ class AccessLog:
             self._iso_second = second
         return f"{self._iso_date}.{int((now - second) * 1000):03d}{self._iso_offset}"
 
-    def _combined(self, rec: AccessRecord, now: float) -> str:
-        size = str(rec.body_bytes) if rec.body_bytes else "-"
-        return (
-            f'{rec.client} - - [{self._timestamp(now)}] "{escape_field(rec.request_line)}" '
-            f'{rec.status} {size} "{escape_field(rec.referer) or "-"}" '
-            f'"{escape_field(rec.user_agent) or "-"}" {rec.duration_us}\n'
-        )
+    def _combined(self, entries: list[Entry]) -> list[str]:
+        search = _NEEDS_ESCAPE.search
+        lines = []
+        second, stamp = -1, ""
+        for client, request_line, status, size, referer, agent, duration, now in entries:
+            if int(now) != second:
+                second, stamp = int(now), self._timestamp(now)
+            if search(request_line):
+                request_line = request_line.translate(_ESCAPES)
+            if search(referer):
+                referer = referer.translate(_ESCAPES)
+            if search(agent):
+                agent = agent.translate(_ESCAPES)
+            lines.append(
+                f'{client} - - [{stamp}] "{request_line}" {status} {size or "-"} '
+                f'"{referer or "-"}" "{agent or "-"}" {duration}\n'
+            )
+        return lines
 
-    def _common(self, rec: AccessRecord, now: float) -> str:
-        size = str(rec.body_bytes) if rec.body_bytes else "-"
-        return (
-            f'{rec.client} - - [{self._timestamp(now)}] "{escape_field(rec.request_line)}" '
-            f"{rec.status} {size}\n"
-        )
+    def _common(self, entries: list[Entry]) -> list[str]:
+        stamp = self._timestamp
+        return [
+            f'{client} - - [{stamp(now)}] "{escape_field(request_line)}" {status} {size or "-"}\n'
+            for client, request_line, status, size, _, _, _, now in entries
+        ]
 
-    def _json(self, rec: AccessRecord, now: float) -> str:
+    def _json(self, entries: list[Entry]) -> list[str]:
+        return [self._json_line(*entry) for entry in entries]
+
+    def _json_line(
+        self, client: str, request_line: str, status: int, size: int, referer: str,
+        agent: str, duration: int, now: float,
+    ) -> str:
         # A request line that did not parse (a 400) is split the same way, as far as
         # it goes: its parts may be missing (null) or hold anything the client sent.
-        parts = rec.request_line.split(" ", 2) if rec.request_line else []
+        parts = request_line.split(" ", 2) if request_line else []
         parts += [""] * (3 - len(parts))
         method, path, protocol = (json_string(part or None) for part in parts)
         return (
-            f'{{"time":"{self._iso_timestamp(now)}","client":{json_string(rec.client)},'
+            f'{{"time":"{self._iso_timestamp(now)}","client":{json_string(client)},'
             f'"method":{method},"path":{path},"protocol":{protocol},'
-            f'"status":{rec.status},"bytes":{rec.body_bytes},"duration_us":{rec.duration_us},'
-            f'"referer":{json_string(rec.referer or None)},'
-            f'"user_agent":{json_string(rec.user_agent or None)},"pid":{os.getpid()}}}\n'
+            f'"status":{status},"bytes":{size},"duration_us":{duration},'
+            f'"referer":{json_string(referer or None)},'
+            f'"user_agent":{json_string(agent or None)},"pid":{os.getpid()}}}\n'
         )
 
-    def record(self, rec: AccessRecord, now: float) -> None:
-        if self.file is None:
-            return
-        line = self._format_line(rec, now)
-        self.pending.append(line)
-        self.pending_bytes += len(line)
-        if self.pending_bytes >= ACCESS_BUFFER_BYTES:
+    def add(
+        self, client: str, request_line: str, status: int, body_bytes: int, referer: str,
+        user_agent: str, duration_us: int, now: float,
+    ) -> None:
+        """Queue one response's line; it is formatted when the buffer is flushed.
+
+        Formatting a batch in one loop costs about half of formatting each line as
+        it comes (no per-line calls), which is what keeps logging cheap.
+        """
+        pending = self.pending
+        pending.append(
+            (client, request_line, status, body_bytes, referer, user_agent, duration_us, now)
+        )
+        if len(pending) >= ACCESS_BUFFER_LINES:
             self.flush()
+
+    def record(self, rec: AccessRecord, now: float) -> None:
+        """``add`` for a whole AccessRecord."""
+        self.add(rec.client, rec.request_line, rec.status, rec.body_bytes, rec.referer,
+                 rec.user_agent, rec.duration_us, now)
 
     def tick(self, monotonic_now: float) -> None:
         if self.pending and monotonic_now - self.last_flush >= ACCESS_FLUSH_SECONDS:
@@ -288,11 +318,11 @@ class AccessLog:
         """Write what is pending. False if the write failed (the lines are dropped)."""
         self.last_flush = time.monotonic()
         if not self.pending or self.file is None:
+            self.pending.clear()
             return True
-        data = "".join(self.pending).encode("latin-1", "backslashreplace")
+        data = "".join(self._format_lines(self.pending)).encode("latin-1", "backslashreplace")
         lines = len(self.pending)
         self.pending.clear()
-        self.pending_bytes = 0
         written = self.file.write(data)
         self._report(written, lines)
         return written

@@ -24,7 +24,7 @@ from email.utils import formatdate
 from forkserver.config import Config
 from forkserver.errors import HttpError
 from forkserver.http import Request, parse_request
-from forkserver.logs import AccessLog, AccessRecord, ErrorLog
+from forkserver.logs import AccessLog, ErrorLog
 from forkserver.proxy import UNIX_CLIENT, ProxyError, TrustedSources, parse_proxy_header
 from forkserver.scoreboard import Scoreboard, SlotState
 from forkserver.service import drop_privileges
@@ -671,14 +671,10 @@ class Worker:
             line = request.line
             referer = request.headers.get("referer", "")
             agent = request.headers.get("user-agent", "")
-        body_bytes = max(0, connection.response_sent - connection.head_length)
-        duration = int((time.monotonic() - connection.request_started) * 1_000_000)
-        self.access_log.record(
-            AccessRecord(
-                connection.client, line, connection.log_status, body_bytes,
-                referer, agent, duration,
-            ),
-            time.time(),
+        self.access_log.add(
+            connection.client, line, connection.log_status,
+            max(0, connection.response_sent - connection.head_length), referer, agent,
+            int((time.monotonic() - connection.request_started) * 1_000_000), time.time(),
         )
         connection.log_status = 0
 
