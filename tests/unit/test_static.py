@@ -31,7 +31,9 @@ from forkserver.config import Config
 from forkserver.errors import HttpError, StartupError
 from forkserver.http import Request
 from forkserver.static import (
+    CACHE_DESCRIPTORS,
     CACHE_FILE_BYTES,
+    CACHE_INLINE_BYTES,
     CACHE_RECHECK_SECONDS,
     CACHE_TOTAL_BYTES,
     KNOWN_METHODS,
@@ -415,12 +417,37 @@ def test_cache_answers_conditionals_and_head(site: Site, root: Path) -> None:
 
 
 def test_cache_is_bounded_in_bytes(site: Site, root: Path) -> None:
-    count = CACHE_TOTAL_BYTES // CACHE_FILE_BYTES + 8
+    count = CACHE_TOTAL_BYTES // CACHE_INLINE_BYTES + 8
     for index in range(count):
-        (root / f"f{index}.bin").write_bytes(bytes([index % 256]) * CACHE_FILE_BYTES)
+        (root / f"f{index}.bin").write_bytes(bytes([index % 256]) * CACHE_INLINE_BYTES)
         assert site.body(site.plan(f"/f{index}.bin"))[:1] == bytes([index % 256])
     assert site.site._cache_bytes <= CACHE_TOTAL_BYTES
     assert len(site.site._cache) < count
+
+
+def test_cache_is_bounded_in_descriptors(site: Site, root: Path) -> None:
+    count = CACHE_DESCRIPTORS + 8
+    for index in range(count):
+        (root / f"f{index}.bin").write_bytes(bytes([index % 256]) * (CACHE_INLINE_BYTES + 1))
+        assert site.body(site.plan(f"/f{index}.bin"))[:1] == bytes([index % 256])
+    assert site.site._cache_descriptors == CACHE_DESCRIPTORS
+    assert len(site.site._cache) == CACHE_DESCRIPTORS
+    # The site fixture checks at teardown that every cached descriptor was closed.
+
+
+def test_a_descriptor_cached_file_is_sent_whole_and_fresh(site: Site, root: Path) -> None:
+    original = os.urandom(CACHE_INLINE_BYTES * 3)
+    (root / "mid.bin").write_bytes(original)
+    first = site.plan("/mid.bin")
+    assert first.file is not None and site.body(first) == original
+    hit = site.plan("/mid.bin")  # from the cache: a copy of the kept descriptor
+    assert hit.file is not None and hit.file.fd != first.file.fd and hit.encoded
+    assert site.body(hit) == original
+    assert site.plan("/mid.bin", "HEAD").file is None
+    replacement = os.urandom(CACHE_INLINE_BYTES * 2)
+    (root / "mid.tmp").write_bytes(replacement)
+    (root / "mid.tmp").rename(root / "mid.bin")
+    served_within_window(site, "/mid.bin", original, replacement)
 
 
 def test_cache_notices_a_new_variant_within_the_recheck_window(site: Site, root: Path) -> None:
