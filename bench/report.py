@@ -130,8 +130,14 @@ OPTIMIZATION_LINES = [
     "23% (`make bench --quick`) to 11% (3 rounds of 3 s).",
     "- **Files of 16 KiB to 1 MiB keep an open descriptor in the cache**, and a hit sends a "
     "dup of it with `sendfile` instead of copying the content into the socket: 64 KiB "
-    "keep-alive 0.83-0.90x → 0.92-0.99x of nginx (`make bench --quick`, two runs each); "
-    "uncached (full path with sendfile) it was 0.65-0.70x.",
+    "keep-alive 0.83-0.90x → 0.92-0.99x of nginx (`make bench --quick`, two runs each).",
+    "- *Tried, not kept:* registering the listener again after each accept, so idle "
+    "workers take turns (EPOLLEXCLUSIVE always wakes the first idle waiter in its queue). "
+    "Six 2 s rounds each: one-sided splits fell from 3 to 1, but req/s moved within the "
+    "noise (mean 79.0k → 81.5k), and on 2 cores shared with wrk the fastest rounds were "
+    "lopsided ones (about 100:28 CPU ticks) anyway; it would cost two syscalls per accept.",
+    "- *Tried, not kept:* sending files over 16 KiB with the full path and `sendfile` "
+    "(no cache): 64 KiB keep-alive fell to 0.65-0.70x of nginx.",
     "- **Date formatted once per second**, **`os.sendfile`** for files over 64 KiB in "
     "chunks of at most 2 MiB with the head sent `MSG_MORE`, and **access-log lines "
     "buffered** (flushed at 32 KiB, every second, on reopen and on exit, in whole-line "
