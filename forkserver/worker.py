@@ -374,12 +374,9 @@ class Worker:
         It must be complete by the deadline set at accept (timeouts.header); a bad one
         closes the connection without a byte of answer: what follows cannot be trusted.
         """
-        try:
-            data = connection.sock.recv(RECV_BYTES)
-        except BlockingIOError:
+        data = self.receive(connection)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self.close(connection)
             return
@@ -705,14 +702,20 @@ class Worker:
         self.epoll.modify(connection.fd, select.EPOLLIN)
 
     def on_lingering(self, connection: Connection) -> None:
-        try:
-            data = connection.sock.recv(RECV_BYTES)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
+        if self.receive(connection) == b"":
             self.close(connection)
+
+    @staticmethod
+    def receive(connection: Connection) -> bytes | None:
+        """One recv: the bytes, b"" when the peer is gone (EOF or an error), None when
+        nothing is waiting after all. (on_readable does the same inline: it runs for
+        every request.)"""
+        try:
+            return connection.sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
 
     def close(self, connection: Connection) -> None:
         if self.connections.pop(connection.fd, None) is None:
