@@ -687,6 +687,10 @@ class StaticSite:
         self._cache_bytes += size
         self._cache_descriptors += descriptors
 
+    def forget(self, path: str) -> None:
+        """Drop the open-file cache's entry for ``path`` (the worker saw it change)."""
+        self._forget(path)
+
     def _forget(self, path: str) -> None:
         entry = self._cache.pop(path, None)
         if entry is not None:

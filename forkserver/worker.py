@@ -618,6 +618,9 @@ class Worker:
     def abandon_changed_file(self, connection: Connection) -> None:
         request = connection.log_request
         what = request.path if request is not None else "an error page"
+        if request is not None:
+            # A cached descriptor of it would fail the same way until the entry expires.
+            self.site.forget(request.path)
         self.error_log.error(
             f"{what} changed while being sent to {connection.client}; closing the "
             f"connection after {connection.response_sent} bytes"

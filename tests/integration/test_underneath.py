@@ -113,8 +113,8 @@ def stall(server: Server) -> tuple[StalledDownload, bytes]:
     return download, old
 
 
-def assert_change_logged(server: Server) -> None:
-    wait_for(lambda: re.search(r"\[error\] .*/big\.bin changed while being sent to "
+def assert_change_logged(server: Server, name: str = "big.bin") -> None:
+    wait_for(lambda: re.search(rf"\[error\] .*/{re.escape(name)} changed while being sent to "
                                r"127\.0\.0\.1; closing the connection after \d+ bytes",
                                server.error_log),
              timeout=5, what="the error-log line about the changed file")
@@ -293,3 +293,45 @@ def test_a_cached_file_truncated_or_deleted_between_requests(server: Server) -> 
             assert (status, body) == (200, b""), "a deleted file is 404 or its last version"
             assert time.monotonic() < deadline, "a deleted file is still served"
             time.sleep(0.01)
+
+
+def fetch_to_close(port: int, path: str) -> tuple[int, bytes]:
+    """One GET with Connection: close: (Content-Length, every body byte until EOF)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    match = re.search(rb"\r\ncontent-length: (\d+)", head, re.IGNORECASE)
+    assert head.startswith(b"HTTP/1.1 200 ") and match, head[:200]
+    return int(match[1]), body
+
+
+def test_a_descriptor_cached_file_written_in_place_is_never_sent_mixed(
+    server: Server,
+) -> None:
+    """Files over 16 KiB are cached as an open descriptor, not as bytes: a write in
+    place within the cache's second is caught by the mid-send check, the connection
+    is closed short, and that worker drops the entry, so the next answer is fresh."""
+    target = Path(server.settings["docroot"]) / "mid.bin"
+    old, new = os.urandom(64 * 1024), os.urandom(48 * 1024)
+    target.write_bytes(old)
+    for _ in range(8):  # both workers cache it
+        assert fetch_to_close(server.port, "/mid.bin") == (len(old), old)
+    rewrite_in_place(target, new)
+    deadline = time.monotonic() + FRESH_WITHIN_SECONDS
+    short = 0
+    while True:
+        length, body = fetch_to_close(server.port, "/mid.bin")
+        assert len(body) <= length, "more bytes than the Content-Length"
+        if len(body) < length:
+            short += 1  # closed short: the file changed under a cached answer
+        elif body == new:
+            break
+        else:
+            assert body == old, "a whole-length body that is neither old nor new"
+        assert time.monotonic() < deadline, "still stale after the revalidation window"
+    assert short <= 2, "each worker drops its entry after the first failed answer"
+    if short:
+        assert_change_logged(server, "mid.bin")
