@@ -29,7 +29,15 @@ from forkserver.proxy import UNIX_CLIENT, ProxyError, TrustedSources, parse_prox
 from forkserver.scoreboard import Scoreboard, SlotState
 from forkserver.service import drop_privileges
 from forkserver.signals import SignalPipe
-from forkserver.static import REASONS, FileBody, Plan, StaticSite, encode_fields, file_version
+from forkserver.static import (
+    REASONS,
+    FileBody,
+    Plan,
+    StaticSite,
+    close_body,
+    encode_fields,
+    file_version,
+)
 from forkserver.status import NO_STATUS_PATH, StatusPage
 
 RECV_BYTES = 64 * 1024  # one recv; a request head is far smaller (limits.header_bytes)
@@ -604,7 +612,7 @@ class Worker:
                 connection.response_sent += count
                 self.bytes_sent += count
                 if body.length == 0:
-                    os.close(body.fd)
+                    close_body(body)
                     connection.file = body = None
                 elif count < SENDFILE_CHUNK:
                     break  # the socket buffer is full; wait for EPOLLOUT
@@ -727,11 +735,11 @@ class Worker:
         if connection.log_status and phase == WRITING and self.access_log.enabled:
             self.log_access(connection)  # an aborted response is still a response
         if connection.file is not None:
-            os.close(connection.file.fd)
+            close_body(connection.file)
             connection.file = None
         for segment in connection.rest or ():
             if isinstance(segment, FileBody):
-                os.close(segment.fd)
+                close_body(segment)
         connection.rest = None
         # Closing the only descriptor of the socket also removes it from the epoll set.
         connection.sock.close()

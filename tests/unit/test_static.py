@@ -41,6 +41,7 @@ from forkserver.static import (
     FileBody,
     Plan,
     StaticSite,
+    close_body,
     content_type,
     http_date,
     resolve_path,
@@ -76,13 +77,13 @@ class Site:
     def __init__(self, root: Path, **settings: Any) -> None:
         self.root = root
         self.site = StaticSite(Config(docroot=str(root), **settings))
-        self.fds: list[int] = []
+        self.bodies: list[FileBody] = []
 
     def plan(self, path: str, method: str = "GET", **kwargs: Any) -> Plan:
         result = self.site.plan(make_request(path, method, **kwargs))
         for segment in [result.file, *(result.rest or [])]:
             if isinstance(segment, FileBody):
-                self.fds.append(segment.fd)
+                self.bodies.append(segment)
         return result
 
     def status(self, path: str, method: str = "GET") -> int:
@@ -102,9 +103,9 @@ class Site:
         return b"".join(out)
 
     def close(self) -> None:
-        for fd in self.fds:
-            os.close(fd)
-        self.fds.clear()
+        for body in self.bodies:
+            close_body(body)  # as the worker does: closed, or handed back to the cache
+        self.bodies.clear()
         self.site.close()
 
 
@@ -440,9 +441,18 @@ def test_a_descriptor_cached_file_is_sent_whole_and_fresh(site: Site, root: Path
     (root / "mid.bin").write_bytes(original)
     first = site.plan("/mid.bin")
     assert first.file is not None and site.body(first) == original
-    hit = site.plan("/mid.bin")  # from the cache: a copy of the kept descriptor
+    hit = site.plan("/mid.bin")  # from the cache: its own descriptor, lent
     assert hit.file is not None and hit.file.fd != first.file.fd and hit.encoded
     assert site.body(hit) == original
+    # Forgotten while lent (the entry expired, say), the descriptor stays open until
+    # the response hands it back.
+    site.site.forget("/mid.bin")
+    assert stat.S_ISREG(os.fstat(hit.file.fd).st_mode)
+    close_body(hit.file)
+    with pytest.raises(OSError):
+        os.fstat(hit.file.fd)
+    site.bodies.remove(hit.file)
+    site.plan("/mid.bin")  # cached again
     assert site.plan("/mid.bin", "HEAD").file is None
     replacement = os.urandom(CACHE_INLINE_BYTES * 2)
     (root / "mid.tmp").write_bytes(replacement)
@@ -875,7 +885,7 @@ def test_any_path_gets_a_plan_never_an_exception(
     result = property_site.site.plan(make_request("/" + text, method))
     assert result.status in (200, 301, 400, 403, 404, 405, 501)
     if result.file is not None:
-        os.close(result.file.fd)
+        close_body(result.file)
 
 
 # == HTTP semantics through the planner: conditionals, ranges, variants, listings ========
