@@ -150,6 +150,25 @@ OPTIMIZATION_LINES = [
 ]
 
 
+# What is known to hold forkserver back where a target is missed (measured with
+# strace -c, bench/hotpath.py and repeated runs; see the optimization list).
+LIMIT_LINES = [
+    "- **Run-to-run spread.** wrk shares the 2 CPUs with the servers, and how the "
+    "connections of a round land on the workers changes the result (see *CPU during the "
+    "load*): the same code has measured 0.77-0.98x at 1 KiB close, 0.87-1.04x at 64 KiB "
+    "and 0.89-1.10x at 1 KiB keep-alive in different runs on this machine. Compare the "
+    "*Rounds* table before reading a single ratio.",
+    "- **1 KiB close.** Per connection forkserver makes two syscalls nginx does not: "
+    "`getsockname` (CPython checks the descriptor when it wraps an accepted socket) and "
+    "`ioctl(FIONBIO)` (Python's accept cannot ask for SOCK_NONBLOCK), and the Python "
+    "parse and plan of the one request (about 4 us) is not shared with later requests.",
+    "- **64 KiB keep-alive.** Per request: `recv`, `send` of the head, `fstat` (the "
+    "check that the file has not changed since the head was built, which keeps a "
+    "response from mixing two versions of a file) and `sendfile`; nginx does not make "
+    "the `fstat`.",
+]
+
+
 # ---------------------------------------------------------------- number formatting
 
 
@@ -524,6 +543,8 @@ def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
         targets_table(run),
         "",
     ]
+    if any(verdict.met is False for verdict in verdicts(run)):
+        parts += ["## What limits the targets not met", "", *LIMIT_LINES, ""]
     parts += ["## forkserver against itself", "", *extras_lines(run), ""]
     parts += ["## Optimizations and their measured effect", "", *OPTIMIZATION_LINES, ""]
     parts += ["## Rounds", "", rounds_table(run), ""]
