@@ -700,6 +700,17 @@ class StaticSite:
         self._cache_bytes += size
         self._cache_descriptors += descriptors
 
+    def drop_expired(self, now: float) -> None:
+        """Drop entries past their second (monotonic ``now``), so their descriptors
+        are not held until the path is asked for again. Entries are in order of
+        expiry (each is added anew with now + CACHE_RECHECK_SECONDS)."""
+        cache = self._cache
+        while cache:
+            path, entry = next(iter(cache.items()))
+            if entry.expires > now:
+                return
+            self._forget(path)
+
     def forget(self, path: str) -> None:
         """Drop the open-file cache's entry for ``path`` (the worker saw it change)."""
         self._forget(path)

@@ -291,6 +291,7 @@ class Worker:
         self.next_sweep = now + SWEEP_SECONDS
         self.beat()
         self.access_log.tick(now)
+        self.site.drop_expired(now)
         if os.getppid() != self.spec.master_pid and not self.draining:
             self.error_log.warning("master is gone; worker exiting")
             self.begin_drain(ORPHAN_DRAIN_SECONDS, "orphaned")

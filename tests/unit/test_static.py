@@ -1451,3 +1451,17 @@ def test_mime_type_overrides(make_site: Any) -> None:
 def test_server_tokens(tokens: bool, value: str) -> None:
     header = server_header(Config(server_tokens=tokens))
     assert header == value if not tokens else header == value + __version__
+
+
+def test_expired_entries_are_dropped_with_their_descriptors(site: Site, root: Path) -> None:
+    (root / "mid.bin").write_bytes(bytes(CACHE_INLINE_BYTES * 2))
+    (root / "small.bin").write_bytes(b"small")
+    site.body(site.plan("/mid.bin"))
+    site.body(site.plan("/small.bin"))
+    assert site.site._cache_descriptors == 1 and len(site.site._cache) == 2
+    site.site.drop_expired(time.monotonic())  # not yet
+    assert len(site.site._cache) == 2
+    before = open_fds()
+    site.site.drop_expired(time.monotonic() + CACHE_RECHECK_SECONDS + 0.01)
+    assert site.site._cache == {} and site.site._cache_descriptors == 0
+    assert len(before - open_fds()) == 1  # the worker's sweep gives the descriptor back
