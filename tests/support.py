@@ -232,6 +232,21 @@ def request(
         return b"".join(chunks)
 
 
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes; a reset counts as a close (the
+    client gets nothing more either way). A timeout is the caller's to handle."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1])
 

@@ -21,7 +21,7 @@ from boofuzz.connections import ITargetConnection
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests.support import Server, alive, get, running, status_of
+from tests.support import Server, alive, get, read_until_closed, running, status_of
 
 INDEX = b"<!DOCTYPE html><title>home</title>hello\n"
 # 5xx answers that describe the request, not a fault of the server: an unknown method
@@ -55,20 +55,12 @@ def exchange(port: int, data: bytes) -> bytes:
             sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             pass  # it answered (and closed) before reading everything: read the answer
-        chunks = []
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            except TimeoutError:
-                raise AssertionError(
-                    f"no close {EXCHANGE_SECONDS}s after our end of input for {data[:200]!r}"
-                ) from None
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks)
+        try:
+            return read_until_closed(sock)
+        except TimeoutError:
+            raise AssertionError(
+                f"no close {EXCHANGE_SECONDS}s after our end of input for {data[:200]!r}"
+            ) from None
 
 
 def _one_response(data: bytes, method: str) -> tuple[int, bytes, bool] | None:

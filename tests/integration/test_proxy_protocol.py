@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Server, running, status_of, wait_for
+from tests.support import Server, read_until_closed, running, status_of, wait_for
 
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 GET = b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -54,16 +54,7 @@ def exchange(port: int, pieces: list[bytes], host: str = "127.0.0.1", pause: flo
             except (BrokenPipeError, ConnectionResetError):
                 break
         sent = time.monotonic()
-        chunks = []
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks), time.monotonic() - sent
+        return read_until_closed(sock), time.monotonic() - sent
 
 
 def logged_clients(server: Server, marker: str) -> list[str]:
