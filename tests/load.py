@@ -26,6 +26,9 @@ class LoadResult:
     requests: int = 0
     failures: list[str] = field(default_factory=list)
     resets: int = 0
+    # Resets of a fresh connection before any byte of an answer: the kernel dropped it
+    # from a listener's queue when the last copy of the listener was closed.
+    unaccepted_resets: int = 0
     retried: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -35,7 +38,8 @@ class LoadResult:
 
     def summary(self) -> str:
         return (f"{self.requests} requests, {len(self.failures)} failures, "
-                f"{self.resets} resets, {self.retried} idle-close retries; "
+                f"{self.resets} resets ({self.unaccepted_resets} never accepted), "
+                f"{self.retried} idle-close retries; "
                 f"first failures: {self.failures[:5]}")
 
 
@@ -149,6 +153,8 @@ def run_load(
             except ConnectionResetError as exc:
                 with result.lock:
                     result.resets += 1
+                    if not reused and not buffer:
+                        result.unaccepted_resets += 1
                 result.fail(f"{path} on port {port_used}: reset ({exc})")
                 sock = _discard(sock)
             except (OSError, ConnectionError, ValueError, IndexError) as exc:

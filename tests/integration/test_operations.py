@@ -211,9 +211,13 @@ def test_term_under_load_drops_nothing_in_flight(server: Server) -> None:
     server.signal(signal.SIGTERM)
     thread.join(timeout=30)
     assert server.process is not None and server.process.wait(timeout=15) == 0
-    refused = [f for f in results[0].failures if "Connection refused" in f]
-    assert len(refused) == len(results[0].failures), results[0].summary()
-    assert results[0].resets == 0
+    # A connection whose handshake completes between the last worker's final accept
+    # and its close of the listener is reset by the kernel instead of refused (nginx
+    # has the same instant); it was never accepted, so nothing in flight was dropped.
+    result = results[0]
+    refused = [f for f in result.failures if "Connection refused" in f]
+    assert len(refused) + result.unaccepted_resets == len(result.failures), result.summary()
+    assert result.resets == result.unaccepted_resets <= 2, result.summary()
 
 
 # -- scaling --------------------------------------------------------------------------

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from forkserver.static import CACHE_RECHECK_SECONDS
+from forkserver.worker import SWEEP_SECONDS
 from tests.soak import build_site
 from tests.support import Server, running, wait_for
 
@@ -71,6 +73,9 @@ def load(server: Server, requests: int, seed: int) -> dict[str, int]:
 def idle(server: Server) -> dict[int, tuple[int, int]]:
     """pid → (RSS KiB, descriptors) for the master and each worker, once all is idle."""
     pids = [server.pid, *server.workers()]
+    # The open-file cache holds descriptors of recently served files for about a
+    # second (its revalidation window, then the next sweep drops them): let them go.
+    time.sleep(CACHE_RECHECK_SECONDS + SWEEP_SECONDS + 0.25)
     # Closed client connections finish lingering within 2 s; wait until every
     # process's descriptor count has been stable for a moment.
     previous: list[int] = []
