@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import time
-from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 
 from forkserver.config import ACCESS_LOG_FORMATS
@@ -171,17 +170,6 @@ def json_string(value: str | None) -> str:
 Entry = tuple[str, str, int, int, str, str, int, float]
 
 
-@dataclass(slots=True)
-class AccessRecord:
-    client: str
-    request_line: str
-    status: int
-    body_bytes: int
-    referer: str
-    user_agent: str
-    duration_us: int
-
-
 class AccessLog:
     """One line per response, in one of ACCESS_LOG_FORMATS, buffered.
 
@@ -304,11 +292,6 @@ class AccessLog:
         )
         if len(pending) >= ACCESS_BUFFER_LINES:
             self.flush()
-
-    def record(self, rec: AccessRecord, now: float) -> None:
-        """``add`` for a whole AccessRecord."""
-        self.add(rec.client, rec.request_line, rec.status, rec.body_bytes, rec.referer,
-                 rec.user_agent, rec.duration_us, now)
 
     def tick(self, monotonic_now: float) -> None:
         if self.pending and monotonic_now - self.last_flush >= ACCESS_FLUSH_SECONDS:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from forkserver.logs import AccessLog, AccessRecord, ErrorLog, LogFile, escape_field
+from forkserver.logs import AccessLog, ErrorLog, LogFile, escape_field
 
 
 def record(log: AccessLog, count: int = 1) -> None:
     for _ in range(count):
-        log.record(AccessRecord("127.0.0.1", "GET / HTTP/1.1", 200, 5, "", "", 10), time.time())
+        log.add("127.0.0.1", "GET / HTTP/1.1", 200, 5, "", "", 10, time.time())
 
 
 def logs(tmp_path: Path, access_path: Path) -> tuple[AccessLog, Path]:
