@@ -29,6 +29,7 @@ import calendar
 import os
 import re
 import time
+from collections.abc import Mapping
 from enum import Enum
 
 __all__ = [
@@ -155,7 +156,7 @@ class Verdict(Enum):
 
 
 def evaluate_preconditions(
-    headers: dict[str, str], current_etag: str | None, last_modified: int | None
+    headers: Mapping[str, str], current_etag: str | None, last_modified: int | None
 ) -> Verdict:
     """RFC 9110 §13.2.2 for GET and HEAD, in its order, on the selected representation.
 

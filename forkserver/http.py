@@ -47,25 +47,28 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from forkserver.config import Limits
 from forkserver.errors import HttpError
 
-__all__ = ["HttpError", "Request", "parse_request"]
+__all__ = ["HeadParser", "HttpError", "Request", "parse_request"]
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__, which
 # made building a Request 1.3 us instead of 0.4 us, on every request.
 @dataclass(slots=True)
 class Request:
+    # Read-only by contract: HeadParser hands the same Request (and headers dict) to
+    # every request whose head is byte-identical.
     method: str  # the method token exactly as sent (case-sensitive, RFC 9110 §9.1)
     target: str  # the request-target exactly as sent
     path: str  # percent-encoded path of the target: starts with "/", except "*" and ""
     # ("*" for OPTIONS *, "" for CONNECT's authority-form; the planner answers those)
     query: str  # raw query without the "?", "" when absent
     minor: int  # HTTP/1.<minor>; only 0 and 1 get here
-    headers: dict[str, str]  # lower-cased names; repeated fields joined with ", "
+    headers: Mapping[str, str]  # lower-cased names; repeated fields joined with ", "
     keep_alive: bool  # the client allows the connection to persist after this request
     host: str  # the Host field value ("" for HTTP/1.0 without Host), or the authority
     # of an absolute-form or authority-form target, which wins (RFC 9112 §3.2.2)
@@ -201,6 +204,41 @@ def parse_request(buf: bytes | bytearray, limits: Limits) -> tuple[Request, int]
         text[:line_end],
     )
     return request, end + 4
+
+
+# The heads a worker parses repeat: a client asks for the same URL with the same
+# fields (polling, health checks, a CDN refilling, every load generator). Parsing
+# depends on nothing but the head's bytes and the limits, so a head seen before gets
+# its earlier Request back for one dict lookup (~0.4 us instead of ~3.5 us).
+# Bounded in entries and in head length; cleared when full, so a client sending
+# endless distinct heads costs one lookup and insert each (~0.3 us), never memory.
+HEAD_CACHE_ENTRIES = 256
+HEAD_CACHE_MAX_BYTES = 2048  # a browser's head without large cookies
+
+
+class HeadParser:
+    """parse_request for one worker's limits, remembering the heads that parsed."""
+
+    __slots__ = ("heads", "limits")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.heads: dict[bytes, tuple[Request, int]] = {}
+
+    def parse(self, buf: bytes | bytearray) -> tuple[Request, int] | None:
+        """Same contract as ``parse_request(buf, self.limits)``."""
+        end = buf.find(b"\r\n\r\n", 0, HEAD_CACHE_MAX_BYTES)
+        if end <= 0:  # no whole head within reach, or empty lines first: no caching
+            return parse_request(buf, self.limits)
+        head = bytes(buf[: end + 4])
+        parsed = self.heads.get(head)
+        if parsed is None:
+            parsed = parse_request(buf, self.limits)
+            if parsed is not None and parsed[1] == len(head):
+                if len(self.heads) >= HEAD_CACHE_ENTRIES:
+                    self.heads.clear()
+                self.heads[head] = parsed
+        return parsed
 
 
 def _reject_incomplete(buf: bytes | bytearray, start: int, limits: Limits) -> None:

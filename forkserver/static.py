@@ -85,6 +85,7 @@ import re
 import secrets
 import stat
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
@@ -672,7 +673,7 @@ class StaticSite:
         return Plan(200, list(entry.headers), file=lent, encoded=entry.encoded)
 
     def _precondition_answer(
-        self, fields: dict[str, str], tag: str | None, last_modified: int | None,
+        self, fields: Mapping[str, str], tag: str | None, last_modified: int | None,
         validators: list[tuple[str, str]], head: bool, has_variants: bool,
     ) -> Plan | None:
         """304 or 412 when the preconditions say so (RFC 9110 §13.2.2), else None."""
@@ -778,7 +779,7 @@ class StaticSite:
 
     # -- precompressed variants -----------------------------------------------------
     def _representation(
-        self, fields: dict[str, str], opened: _Opened, st: os.stat_result
+        self, fields: Mapping[str, str], opened: _Opened, st: os.stat_result
     ) -> _Representation:
         """The file or a fresh precompressed variant, by Accept-Encoding (§12.5.3)."""
         if not self._precompressed:

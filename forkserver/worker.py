@@ -23,7 +23,7 @@ from email.utils import formatdate
 
 from forkserver.config import Config
 from forkserver.errors import HttpError
-from forkserver.http import Request, parse_request
+from forkserver.http import HeadParser, Request
 from forkserver.logs import AccessLog, ErrorLog
 from forkserver.proxy import UNIX_CLIENT, ProxyError, TrustedSources, parse_proxy_header
 from forkserver.scoreboard import Scoreboard, SlotState
@@ -141,7 +141,7 @@ class Worker:
         self.spec = spec
         config = spec.config
         self.config = config
-        self.limits = config.limits
+        self.parse_head = HeadParser(config.limits).parse
         self.timeouts = config.timeouts
         self.site = StaticSite(config)
         self.error_log = spec.error_log
@@ -474,7 +474,7 @@ class Worker:
         """
         while connection.phase == READING and connection.inbuf:
             try:
-                parsed = parse_request(connection.inbuf, self.limits)
+                parsed = self.parse_head(connection.inbuf)
             except HttpError as error:
                 self.respond_error(connection, error)
                 return

@@ -26,7 +26,14 @@ from hypothesis import strategies as st
 
 from forkserver.config import Limits
 from forkserver.errors import HttpError
-from forkserver.http import MAX_CONTENT_LENGTH, Request, parse_request
+from forkserver.http import (
+    HEAD_CACHE_ENTRIES,
+    HEAD_CACHE_MAX_BYTES,
+    MAX_CONTENT_LENGTH,
+    HeadParser,
+    Request,
+    parse_request,
+)
 
 LIMITS = Limits()
 SMALL = Limits(request_line=40, header_bytes=160, headers=4)
@@ -642,6 +649,65 @@ def test_host_cache_stays_bounded_and_strict() -> None:
     assert status_of(head("Host: host-1.example", "Host: host-1.example")) == 400
 
 
+# -- the head cache (HeadParser) ----------------------------------------------------------
+
+
+def outcome(parse: Any, raw: bytes | bytearray) -> object:
+    """What one parse gives: the result, or the status it raised."""
+    try:
+        return parse(raw)
+    except HttpError as error:
+        return ("error", error.status)
+
+
+@pytest.mark.parametrize("limits", [LIMITS, SMALL], ids=["default-limits", "small-limits"])
+def test_head_parser_agrees_with_parse_request_on_every_case(limits: Limits) -> None:
+    """Every valid and malformed case, asked twice (the second time from the cache)."""
+    parser = HeadParser(limits)
+    for case in [*VALID, *MALFORMED]:
+        expected = outcome(lambda raw: parse_request(raw, limits), case.raw)
+        assert outcome(parser.parse, case.raw) == expected, case.id
+        assert outcome(parser.parse, bytearray(case.raw)) == expected, case.id
+
+
+def test_head_parser_returns_the_remembered_request() -> None:
+    parser = HeadParser(LIMITS)
+    raw = head("Host: a", "User-Agent: x")
+    first = parser.parse(raw)
+    assert first is not None and parser.parse(bytearray(raw)) is first
+    assert list(parser.heads) == [raw]
+
+
+def test_head_parser_caches_only_the_head_of_a_pipeline() -> None:
+    parser = HeadParser(LIMITS)
+    one, two = head("Host: a"), head("Host: b")
+    request, consumed = parser.parse(one + two[:5]) or (None, 0)
+    assert request is not None and consumed == len(one) and list(parser.heads) == [one]
+    assert parser.parse(one + two) == (request, len(one))
+    assert parser.parse(two + one) == parse_request(two, LIMITS)
+
+
+def test_head_parser_never_caches_errors_incomplete_or_long_heads() -> None:
+    parser = HeadParser(LIMITS)
+    for _ in range(2):
+        assert outcome(parser.parse, head("Host: a", "Content-Length: 1, 2")) == ("error", 400)
+        assert parser.parse(head("Host: a")[:-1]) is None
+    long_head = head("Host: a", "X: " + "v" * HEAD_CACHE_MAX_BYTES)
+    assert parser.parse(long_head) == parse_request(long_head, LIMITS)
+    leading = b"\r\n" + head("Host: a")
+    assert parser.parse(leading) == parse_request(leading, LIMITS)
+    assert parser.heads == {leading: parse_request(leading, LIMITS)}
+
+
+def test_head_parser_stays_bounded() -> None:
+    """A client sending endless distinct heads cannot grow the cache."""
+    parser = HeadParser(LIMITS)
+    for index in range(HEAD_CACHE_ENTRIES * 2 + 10):
+        raw = head("Host: a", f"X-Count: {index}")
+        assert parser.parse(raw) == parse_request(raw, LIMITS)
+        assert 1 <= len(parser.heads) <= HEAD_CACHE_ENTRIES
+
+
 # -- limits at and one past the boundary ------------------------------------------------
 
 
@@ -913,3 +979,13 @@ def test_property_split_never_changes_the_verdict(raw: bytes) -> None:
 @given(mutated_heads())
 def test_property_mutations_only_raise_http_error(raw: bytes) -> None:
     check_outcome(raw, LIMITS)
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(mutated_heads(), min_size=1, max_size=6))
+def test_property_head_parser_agrees_with_parse_request(heads: list[bytes]) -> None:
+    """Each head twice through one HeadParser: always what parse_request says."""
+    parser = HeadParser(SMALL)
+    for raw in heads + heads:
+        expected = outcome(lambda data: parse_request(data, SMALL), raw)
+        assert outcome(parser.parse, raw) == expected
