@@ -126,3 +126,94 @@ def test_any_bytes_give_one_line_per_record_in_every_format(
     assert document["referer"] == (referer or None)
     assert " ".join(p for p in (document["method"], document["path"], document["protocol"])
                     if p is not None) == " ".join(p for p in line.split(" ", 2) if p)
+
+
+def test_a_batch_repeating_a_request_keeps_each_lines_own_fields(tmp_path: Path) -> None:
+    """Lines of one batch share their escaped middle part, never their own fields."""
+    stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(int(NOW)))
+    odd = 'GET /"q" HTTP/1.1'
+    records: list[Record] = [
+        ("192.0.2.1", "GET /a HTTP/1.1", 200, 42, "", "", 1),
+        ("192.0.2.2", "GET /a HTTP/1.1", 200, 42, "", "", 2),
+        ("192.0.2.1", "GET /a HTTP/1.1", 304, 0, "", "", 3),
+        ("192.0.2.1", odd, 200, 42, "", "curl/8", 4),
+        ("192.0.2.3", odd, 200, 42, "", "curl/8", 5),
+    ]
+    assert written(tmp_path, "combined", *records).splitlines() == [
+        f'192.0.2.1 - - [{stamp}] "GET /a HTTP/1.1" 200 42 "-" "-" 1',
+        f'192.0.2.2 - - [{stamp}] "GET /a HTTP/1.1" 200 42 "-" "-" 2',
+        f'192.0.2.1 - - [{stamp}] "GET /a HTTP/1.1" 304 - "-" "-" 3',
+        f'192.0.2.1 - - [{stamp}] "GET /\\x22q\\x22 HTTP/1.1" 200 42 "-" "curl/8" 4',
+        f'192.0.2.3 - - [{stamp}] "GET /\\x22q\\x22 HTTP/1.1" 200 42 "-" "curl/8" 5',
+    ]
+
+
+FLUSHES_PER_WRITER = 40
+LINES_PER_FLUSH = 300  # about 30 KiB per flush: far over PIPE_BUF
+
+
+def write_batches(path: str, tag: str) -> None:
+    """One writer process: many large flushes through LogFile, as a worker makes."""
+    log = LogFile(path)
+    for flush in range(FLUSHES_PER_WRITER):
+        lines = [f"{tag} {flush:03d} {index:04d} {'x' * 80}\n" for index in range(LINES_PER_FLUSH)]
+        assert log.write("".join(lines).encode())
+    log.close()
+
+
+def assert_whole_lines(text: str, tags: tuple[str, ...]) -> None:
+    lines = text.splitlines()
+    assert len(lines) == len(tags) * FLUSHES_PER_WRITER * LINES_PER_FLUSH
+    shape = re.compile(r"[ab] \d{3} \d{4} x{80}")
+    assert all(shape.fullmatch(line) for line in lines), "a line was torn"
+    for tag in tags:  # each writer's lines arrive whole and in its own order
+        mine = [line for line in lines if line.startswith(tag)]
+        assert mine == sorted(mine)
+
+
+@pytest.mark.parametrize("destination", ["regular file", "pipe"])
+def test_concurrent_writers_never_tear_a_line(tmp_path: Path, destination: str) -> None:
+    """Two processes flush large batches at once: a regular file takes each flush in
+    one write (O_APPEND), a pipe in chunks of whole lines of at most PIPE_BUF."""
+    import multiprocessing
+    import os
+    import threading
+
+    context = multiprocessing.get_context("fork")
+    tags = ("a", "b")
+    if destination == "regular file":
+        path = str(tmp_path / "access.log")
+        probe = LogFile(path)
+        assert probe.chunk_bytes > 1 << 20
+        probe.close()
+        writers = [context.Process(target=write_batches, args=(path, tag)) for tag in tags]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join(60)
+            assert writer.exitcode == 0
+        assert_whole_lines(Path(path).read_text(), tags)
+        return
+    read_end, write_end = os.pipe()
+    path = f"/proc/self/fd/{write_end}"
+    probe = LogFile(path)
+    assert probe.chunk_bytes == 4096
+    probe.close()  # the reader sees EOF only once every write end is closed
+    received = bytearray()
+
+    def read_all() -> None:
+        while chunk := os.read(read_end, 65536):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read_all)
+    reader.start()
+    writers = [context.Process(target=write_batches, args=(path, tag)) for tag in tags]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+        assert writer.exitcode == 0
+    os.close(write_end)
+    reader.join(60)
+    os.close(read_end)
+    assert_whole_lines(received.decode(), tags)
