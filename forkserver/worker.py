@@ -673,17 +673,10 @@ class Worker:
             self.begin_drain(self.timeouts.graceful, "recycling")
 
     def log_access(self, connection: Connection) -> None:
-        request = connection.log_request
-        if request is None:
-            line, referer, agent = connection.log_line, "", ""
-        else:
-            line = request.line
-            referer = request.headers.get("referer", "")
-            agent = request.headers.get("user-agent", "")
         self.access_log.add(
-            connection.client, line, connection.log_status,
-            max(0, connection.response_sent - connection.head_length), referer, agent,
-            int((time.monotonic() - connection.request_started) * 1_000_000), time.time(),
+            connection.client, connection.log_request or connection.log_line,
+            connection.log_status, connection.response_sent - connection.head_length,
+            connection.request_started, time.monotonic(), time.time(),
         )
         connection.log_status = 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,28 @@ from hypothesis import strategies as st
 
 from forkserver.logs import AccessLog, LogFile, escape_field, json_string
 
-# What the worker hands AccessLog.add: client, request line, status, body bytes,
-# referer, user agent, duration in microseconds.
+# What a line says: client, request line, status, body bytes, referer, user agent,
+# duration in microseconds (``queue`` hands it to AccessLog.add as a worker would).
 Record = tuple[str, str, int, int, str, str, int]
 
 NOW = 1_795_000_000.25  # a fixed instant; the offset depends on the local zone
+
+
+@dataclass(frozen=True)
+class Logged:
+    """A request as the access log reads it (``http.Request`` has more)."""
+
+    line: str
+    headers: dict[str, str]
+
+
+def queue(log: AccessLog, record: Record) -> None:
+    """Hand ``record`` to the log the way a worker does."""
+    client, line, status, size, referer, agent, duration = record
+    headers = {name: value for name, value in (("referer", referer), ("user-agent", agent))
+               if value}
+    started = 1000.0
+    log.add(client, Logged(line, headers), status, size, started, started + duration / 1e6, NOW)
 
 
 def written(tmp_path: Path, log_format: str, *records: Record) -> str:
@@ -28,7 +46,7 @@ def written(tmp_path: Path, log_format: str, *records: Record) -> str:
     path.unlink(missing_ok=True)
     log = AccessLog(LogFile(str(path)), log_format)
     for record in records:
-        log.add(*record, NOW)
+        queue(log, record)
     assert log.flush()
     log.file.close()  # type: ignore[union-attr]
     return path.read_bytes().decode("ascii")
@@ -81,10 +99,28 @@ def test_an_empty_body_is_a_dash_in_text_and_zero_in_json(tmp_path: Path) -> Non
 def test_a_line_that_did_not_parse_is_split_as_far_as_it_goes(
     tmp_path: Path, line: str, method: str | None, path: str | None, protocol: str | None
 ) -> None:
-    document = json.loads(written(tmp_path, "json", record(line=line)))
+    # The worker hands over the raw line (a str) when the head did not parse.
+    log_path = tmp_path / "access.log"
+    log = AccessLog(LogFile(str(log_path)), "json")
+    log.add("192.0.2.1", line, 400, -3, 1000.0, 1000.000007, NOW)  # head cut short
+    assert log.flush()
+    document = json.loads(log_path.read_text())
     assert (document["method"], document["path"], document["protocol"]) == (
         method, path, protocol,
     )
+    assert (document["status"], document["bytes"], document["duration_us"]) == (400, 0, 7)
+    log.file.close()  # type: ignore[union-attr]
+
+
+def test_a_raw_request_line_is_escaped_in_text_formats(tmp_path: Path) -> None:
+    for log_format, ending in (("combined", '"BAD \\x22x" 400 - "-" "-" 7\n'),
+                               ("common", '"BAD \\x22x" 400 -\n')):
+        log_path = tmp_path / f"{log_format}.log"
+        log = AccessLog(LogFile(str(log_path)), log_format)
+        log.add("192.0.2.1", 'BAD "x', 400, -3, 1000.0, 1000.000007, NOW)
+        assert log.flush()
+        assert log_path.read_text().endswith(ending)
+        log.file.close()  # type: ignore[union-attr]
 
 
 def test_text_fields_escape_quotes_backslashes_controls_and_high_bytes() -> None:
@@ -129,23 +165,30 @@ def test_any_bytes_give_one_line_per_record_in_every_format(
 
 
 def test_a_batch_repeating_a_request_keeps_each_lines_own_fields(tmp_path: Path) -> None:
-    """Lines of one batch share their escaped middle part, never their own fields."""
+    """One request object queued many times (a repeated head gives the worker the same
+    Request): lines share its escaped fields, never their own client, status, size or
+    duration."""
     stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(int(NOW)))
-    odd = 'GET /"q" HTTP/1.1'
-    records: list[Record] = [
-        ("192.0.2.1", "GET /a HTTP/1.1", 200, 42, "", "", 1),
-        ("192.0.2.2", "GET /a HTTP/1.1", 200, 42, "", "", 2),
-        ("192.0.2.1", "GET /a HTTP/1.1", 304, 0, "", "", 3),
-        ("192.0.2.1", odd, 200, 42, "", "curl/8", 4),
-        ("192.0.2.3", odd, 200, 42, "", "curl/8", 5),
-    ]
-    assert written(tmp_path, "combined", *records).splitlines() == [
+    plain = Logged("GET /a HTTP/1.1", {})
+    odd = Logged('GET /"q" HTTP/1.1', {"user-agent": "curl/8"})
+    log_path = tmp_path / "access.log"
+    log = AccessLog(LogFile(str(log_path)), "combined")
+    for client, request, status, size, duration in [
+        ("192.0.2.1", plain, 200, 42, 1), ("192.0.2.2", plain, 200, 42, 2),
+        ("192.0.2.1", plain, 304, 0, 3), ("192.0.2.1", odd, 200, 42, 4),
+        ("192.0.2.3", odd, 200, 42, 5), ("192.0.2.3", plain, 200, 42, 6),
+    ]:
+        log.add(client, request, status, size, 1000.0, 1000.0 + duration / 1e6, NOW)
+    assert log.flush()
+    assert log_path.read_text().splitlines() == [
         f'192.0.2.1 - - [{stamp}] "GET /a HTTP/1.1" 200 42 "-" "-" 1',
         f'192.0.2.2 - - [{stamp}] "GET /a HTTP/1.1" 200 42 "-" "-" 2',
         f'192.0.2.1 - - [{stamp}] "GET /a HTTP/1.1" 304 - "-" "-" 3',
         f'192.0.2.1 - - [{stamp}] "GET /\\x22q\\x22 HTTP/1.1" 200 42 "-" "curl/8" 4',
         f'192.0.2.3 - - [{stamp}] "GET /\\x22q\\x22 HTTP/1.1" 200 42 "-" "curl/8" 5',
+        f'192.0.2.3 - - [{stamp}] "GET /a HTTP/1.1" 200 42 "-" "-" 6',
     ]
+    log.file.close()  # type: ignore[union-attr]
 
 
 FLUSHES_PER_WRITER = 40
