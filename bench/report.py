@@ -587,6 +587,10 @@ def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
     return "\n".join(parts)
 
 
+def format_rates(rates: list[float]) -> str:
+    return ", ".join(f"{rate:,.0f}" for rate in rates)
+
+
 def extras_lines(run: BenchmarkRun) -> list[str]:
     """The access-log and idle-connection experiments in words (bench/extras.py)."""
     forkserver = run.server(FORKSERVER)
@@ -596,11 +600,13 @@ def extras_lines(run: BenchmarkRun) -> list[str]:
     logged = forkserver.access_log
     if logged is not None:
         lines.append(
-            f"- Access log: two forkservers took turns ({run.rounds} round(s) of "
+            f"- Access log: two forkservers took turns ({len(logged.plain_rounds)} rounds of "
             f"{run.seconds_per_case} s, 1 KiB keep-alive), one logging every request to a "
             f"file: {logged.plain_requests_per_second:,.0f} req/s without, "
-            f"{logged.logged_requests_per_second:,.0f} req/s with it, a "
-            f"{logged.drop_percent:.1f}% drop. wrk completed {logged.requests:,} requests "
+            f"{logged.logged_requests_per_second:,.0f} req/s with it (medians), a "
+            f"{logged.drop_percent:.1f}% drop; rounds without "
+            f"{format_rates(logged.plain_rounds)}, with {format_rates(logged.logged_rounds)}. "
+            f"wrk completed {logged.requests:,} requests "
             f"against the logging one; its log holds {logged.log_lines:,} whole lines "
             "(requests still in flight when wrk stopped are logged too).")
     idle = forkserver.idle

@@ -12,7 +12,8 @@ from forkserver.logs import AccessLog, ErrorLog, LogFile, escape_field
 
 def record(log: AccessLog, count: int = 1) -> None:
     for _ in range(count):
-        log.add("127.0.0.1", "GET / HTTP/1.1", 200, 5, "", "", 10, time.time())
+        started = time.monotonic()
+        log.add("127.0.0.1", "GET / HTTP/1.1", 200, 5, started, started + 1e-5, time.time())
 
 
 def logs(tmp_path: Path, access_path: Path) -> tuple[AccessLog, Path]:
