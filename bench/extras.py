@@ -36,10 +36,11 @@ from bench.servers import (
     start_server,
 )
 
-# The drop the access log causes (a few percent) is smaller than the spread between
-# rounds (how wrk's connections land on the workers), so this experiment runs at
-# least this many rounds per server, whatever --rounds says, and takes medians.
-ACCESS_LOG_MIN_ROUNDS = 5
+# The drop the access log causes (several percent) is smaller than the spread between
+# rounds: each round's connections land on the workers differently. Many short
+# rounds, in turns, and their medians give a steadier figure than a few long ones.
+ACCESS_LOG_ROUNDS = 10
+ACCESS_LOG_ROUND_SECONDS = 1
 IDLE_CONNECTIONS = 10_000
 # Room for the benchmark's own sockets, pipes and files beyond the idle connections.
 DESCRIPTOR_HEADROOM = 1_000
@@ -97,8 +98,7 @@ def workers_pss(server: RunningServer) -> int:
     return sum(pss_bytes(pid) or 0 for pid in process_tree(server.pid) if pid != server.pid)
 
 
-def measure_access_log(context: StartContext, wrk: str, case: LoadCase, seconds: int,
-                       rounds: int) -> AccessLogResult:
+def measure_access_log(context: StartContext, wrk: str, case: LoadCase) -> AccessLogResult:
     """The same case against two forkservers, access log off and on, in turns."""
     log_path = context.workdir / "logging" / "access.log"
     plain_context = StartContext(context.workdir / "plain", context.docroot, context.workers,
@@ -116,9 +116,10 @@ def measure_access_log(context: StartContext, wrk: str, case: LoadCase, seconds:
         baseline = log_lines(log_path)  # the readiness probe's requests
         rates: dict[str, list[float]] = {"plain": [], "logged": []}
         requests = 0
-        for _ in range(max(rounds, ACCESS_LOG_MIN_ROUNDS)):
+        for _ in range(ACCESS_LOG_ROUNDS):
             for label, server in (("plain", plain), ("logged", logged)):
-                outcome = run_wrk(wrk, server.url("/" + case.file_name), case, seconds)
+                outcome = run_wrk(wrk, server.url("/" + case.file_name), case,
+                                  ACCESS_LOG_ROUND_SECONDS)
                 if not isinstance(outcome, WrkResult):
                     raise ExtraFailure(f"access-log experiment, {label}: {outcome.reason}")
                 rates[label].append(outcome.requests_per_second)

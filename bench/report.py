@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from bench.extras import IDLE_CONNECTIONS, IDLE_PROBES, AccessLogResult, IdleResult
+from bench.extras import (
+    ACCESS_LOG_ROUND_SECONDS,
+    IDLE_CONNECTIONS,
+    IDLE_PROBES,
+    AccessLogResult,
+    IdleResult,
+)
 from bench.load import (
     SMALL_KEEPALIVE,
     WRK_SATURATED_CPU_PERCENT,
@@ -144,6 +150,13 @@ OPTIMIZATION_LINES = [
     "two full runs). Real traffic repeats heads (a client polling a URL, health checks, "
     "a CDN refilling); a stream of all-distinct heads pays one lookup and insert "
     "(~0.3 us) per request.",
+    "- **Access lines: the request itself is queued, and a batch formats each repeated "
+    "request shape once** (same request object, status and size → one escaped middle "
+    "part), and **a regular log file takes a flush in one `write`** instead of 4 KiB "
+    "chunks (13 vs 26 us per 256 lines; pipes keep `PIPE_BUF` chunks): 52.0k → 45.4k "
+    "instructions per logged 1 KiB request, worker side 0.61 → 0.45 us per response. "
+    "With the faster unlogged path, the measured drop had risen to 16% in one run; "
+    "after these changes, four runs of the experiment (3 rounds each) gave -2 to 11%.",
     "- *Tried, not kept:* registering the listener again after each accept, so idle "
     "workers take turns (EPOLLEXCLUSIVE always wakes the first idle waiter in its queue). "
     "Six 2 s rounds each: one-sided splits fell from 3 to 1, but req/s moved within the "
@@ -601,7 +614,7 @@ def extras_lines(run: BenchmarkRun) -> list[str]:
     if logged is not None:
         lines.append(
             f"- Access log: two forkservers took turns ({len(logged.plain_rounds)} rounds of "
-            f"{run.seconds_per_case} s, 1 KiB keep-alive), one logging every request to a "
+            f"{ACCESS_LOG_ROUND_SECONDS} s, 1 KiB keep-alive), one logging every request to a "
             f"file: {logged.plain_requests_per_second:,.0f} req/s without, "
             f"{logged.logged_requests_per_second:,.0f} req/s with it (medians), a "
             f"{logged.drop_percent:.1f}% drop; rounds without "

@@ -225,8 +225,7 @@ def run_extras(options: Options, programs: Programs, cases: tuple[LoadCase, ...]
     failures = []
     small = next(case for case in cases if case.key == SMALL_KEEPALIVE)
     try:
-        report.access_log = measure_access_log(context, programs.wrk, small, options.seconds,
-                                               options.rounds)
+        report.access_log = measure_access_log(context, programs.wrk, small)
         print(f"bench: access log on: {report.access_log.drop_percent:.1f}% fewer req/s",
               flush=True)
     except (ExtraFailure, ServerStartError) as error:

@@ -277,18 +277,19 @@ class AccessLog:
     def _combined(self, entries: list[Entry]) -> list[str]:
         search = _NEEDS_ESCAPE.search
         lines = []
-        second, stamp = -1, ""
-        # A batch repeats a few (request, status, size) shapes: the worker hands the
-        # same Request object for a repeated head (http.HeadParser), so each shape's
-        # fields are looked up, escaped and formatted once per batch. id() is safe as
-        # a key: the batch holds every request it names until it is formatted.
-        middles: dict[tuple[int, int, int], str] = {}
+        second = -1
+        # A batch repeats a few (client, request, status, size) shapes: the worker
+        # hands the same Request object for a repeated head (http.HeadParser), so each
+        # shape's line up to the duration is escaped and formatted once per batch and
+        # second. id() is safe as a key: the batch holds every request it names.
+        starts: dict[tuple[str, int, int, int], str] = {}
         for client, request, status, sent, started, ended, now in entries:
             if int(now) != second:
                 second, stamp = int(now), self._timestamp(now)
-            shape = (id(request), status, sent)
-            middle = middles.get(shape)
-            if middle is None:
+                starts.clear()
+            shape = (client, id(request), status, sent)
+            start = starts.get(shape)
+            if start is None:
                 request_line, referer, agent = _request_fields(request)
                 if search(request_line):
                     request_line = request_line.translate(_ESCAPES)
@@ -296,13 +297,11 @@ class AccessLog:
                     referer = referer.translate(_ESCAPES)
                 if search(agent):
                     agent = agent.translate(_ESCAPES)
-                middle = middles[shape] = (
-                    f'"{request_line}" {status} {sent if sent > 0 else "-"} '
-                    f'"{referer or "-"}" "{agent or "-"}"'
+                start = starts[shape] = (
+                    f'{client} - - [{stamp}] "{request_line}" {status} '
+                    f'{sent if sent > 0 else "-"} "{referer or "-"}" "{agent or "-"}" '
                 )
-            lines.append(
-                f"{client} - - [{stamp}] {middle} {round((ended - started) * 1_000_000)}\n"
-            )
+            lines.append(f"{start}{round((ended - started) * 1_000_000)}\n")
         return lines
 
     def _common(self, entries: list[Entry]) -> list[str]:
