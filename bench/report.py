@@ -176,9 +176,9 @@ OPTIMIZATION_LINES = [
 LIMIT_LINES = [
     "- **Run-to-run spread.** wrk shares the 2 CPUs with the servers, and how the "
     "connections of a round land on the workers changes the result (see *CPU during the "
-    "load*): the same code has measured 0.77-0.98x at 1 KiB close, 0.87-1.04x at 64 KiB "
-    "and 0.89-1.10x at 1 KiB keep-alive in different runs on this machine. Compare the "
-    "*Rounds* table before reading a single ratio.",
+    "load*): in six runs of the same code on this machine, 1 KiB keep-alive measured "
+    "1.18-1.36x, 1 KiB close 0.84-0.97x, 64 KiB 1.04-1.19x and 10 MiB 0.85-1.02x. "
+    "Compare the *Rounds* table before reading a single ratio.",
     "- **1 KiB close.** Per connection forkserver makes two syscalls nginx does not: "
     "`getsockname` (CPython checks the descriptor when it wraps an accepted socket) and "
     "`ioctl(FIONBIO)` (Python's accept cannot ask for SOCK_NONBLOCK), and a Python "
@@ -187,6 +187,10 @@ LIMIT_LINES = [
     "check that the file has not changed since the head was built, which keeps a "
     "response from mixing two versions of a file) and `sendfile`; nginx does not make "
     "the `fstat`.",
+    "- **10 MiB.** The kernel's copying is the work: both servers `sendfile` in chunks "
+    "of at most 2 MiB, and forkserver adds one `fstat` per chunk. With 4 connections, "
+    "rounds of the same server have ranged from 1.6 to 2.8 GB/s depending on where wrk "
+    "and the busy worker run, more than the difference between the servers.",
 ]
 
 
@@ -586,7 +590,7 @@ def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
         "",
         "- `--quick`: one round of 2 s per case (about 40 s; noisier).",
         "- `--seconds N`, `--rounds N`: wrk duration and runs per case and server "
-        "(default 3 s, 3 rounds; the median round is reported).",
+        "(default 2 s, 5 rounds; the median round is reported).",
         "- `--workers N`: workers for every server (default 2).",
         "- `--connections N`, `--large-file-connections N`: wrk connections "
         "(default 50 and 4).",
