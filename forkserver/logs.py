@@ -192,7 +192,7 @@ class LoggedRequest(Protocol):
 # One queued access line: client; the request, or the raw request line when it did
 # not parse; status; bytes sent after the head (negative when the head itself was
 # cut short); monotonic start and end of the response; wall-clock time at the end.
-Entry = tuple[str, "LoggedRequest | str", int, int, float, float, float]
+Entry = tuple[str, LoggedRequest | str, int, int, float, float, float]
 # The same, with every field as it is written (request line, referer, user agent;
 # body bytes >= 0; duration in microseconds).
 Fields = tuple[str, str, int, int, str, str, int, float]

@@ -6,7 +6,10 @@ Lines are written to a real file through LogFile and read back.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,29 +217,32 @@ def assert_whole_lines(text: str, tags: tuple[str, ...]) -> None:
         assert mine == sorted(mine)
 
 
-@pytest.mark.parametrize("destination", ["regular file", "pipe"])
-def test_concurrent_writers_never_tear_a_line(tmp_path: Path, destination: str) -> None:
-    """Two processes flush large batches at once: a regular file takes each flush in
-    one write (O_APPEND), a pipe in chunks of whole lines of at most PIPE_BUF."""
-    import multiprocessing
-    import os
-    import threading
+WRITER_TAGS = ("a", "b")
 
+
+def run_writers(path: str) -> None:
+    """Both writer processes at once, to the end."""
     context = multiprocessing.get_context("fork")
-    tags = ("a", "b")
-    if destination == "regular file":
-        path = str(tmp_path / "access.log")
-        probe = LogFile(path)
-        assert probe.chunk_bytes > 1 << 20
-        probe.close()
-        writers = [context.Process(target=write_batches, args=(path, tag)) for tag in tags]
-        for writer in writers:
-            writer.start()
-        for writer in writers:
-            writer.join(60)
-            assert writer.exitcode == 0
-        assert_whole_lines(Path(path).read_text(), tags)
-        return
+    writers = [context.Process(target=write_batches, args=(path, tag)) for tag in WRITER_TAGS]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+        assert writer.exitcode == 0
+
+
+def test_concurrent_writers_never_tear_a_line_in_a_file(tmp_path: Path) -> None:
+    """A regular file takes each ~30 KiB flush in one write (O_APPEND keeps it whole)."""
+    path = str(tmp_path / "access.log")
+    probe = LogFile(path)
+    assert probe.chunk_bytes > 1 << 20
+    probe.close()
+    run_writers(path)
+    assert_whole_lines(Path(path).read_text(), WRITER_TAGS)
+
+
+def test_concurrent_writers_never_tear_a_line_in_a_pipe() -> None:
+    """A pipe gets chunks of whole lines of at most PIPE_BUF, each written atomically."""
     read_end, write_end = os.pipe()
     path = f"/proc/self/fd/{write_end}"
     probe = LogFile(path)
@@ -250,13 +256,8 @@ def test_concurrent_writers_never_tear_a_line(tmp_path: Path, destination: str) 
 
     reader = threading.Thread(target=read_all)
     reader.start()
-    writers = [context.Process(target=write_batches, args=(path, tag)) for tag in tags]
-    for writer in writers:
-        writer.start()
-    for writer in writers:
-        writer.join(60)
-        assert writer.exitcode == 0
+    run_writers(path)
     os.close(write_end)
     reader.join(60)
     os.close(read_end)
-    assert_whole_lines(received.decode(), tags)
+    assert_whole_lines(received.decode(), WRITER_TAGS)
