@@ -960,6 +960,16 @@ def socket_keys_problem(
     return None
 
 
+def group_problem(values: Mapping[str, object], origins: Mapping[str, Origin]) -> Problem | None:
+    """group changes only the workers' group: alone it would leave them running as root."""
+    if values["group"] is None or values["user"] is not None:
+        return None
+    return origins["group"].problem(
+        values["group"], "needs user as well: a worker that stays root keeps root's power "
+        "whatever its group (set user, or remove group)"
+    )
+
+
 class Layers:
     """Values layered as they arrive: built-in defaults, then the file, then the command line.
 
@@ -1019,8 +1029,11 @@ class Layers:
         """Rules on the final values: the docroot in use exists, the limits agree."""
         docroot = pick(self.values, "docroot", str)
         docroot_bad = docroot_problem(self.given["docroot"], docroot, self.origins["docroot"])
-        socket_bad = socket_keys_problem(self.values, self.origins)
-        for problem in (docroot_bad, limits_problem(self.values, self.origins), socket_bad):
+        values, origins = self.values, self.origins
+        for problem in (
+            docroot_bad, limits_problem(values, origins), socket_keys_problem(values, origins),
+            group_problem(values, origins),
+        ):
             if problem is not None:
                 self.problems.append(problem)
         if docroot_bad is None:

@@ -248,6 +248,9 @@ INVALID = [
      "socket_mode: '0660' applies only to a unix socket (host: 'unix:/path')"),
     ("socket_owner: www-data\n", 3,
      "socket_owner: 'www-data' applies only to a unix socket (host: 'unix:/path')"),
+    ("group: nogroup\n", 3,
+     "group: 'nogroup' needs user as well: a worker that stays root keeps root's power "
+     "whatever its group (set user, or remove group)"),
     ('proxy_protocol: "on"\n', 3, "proxy_protocol: 'on' is a string, expected true or false"),
     ("proxy_protocol_from: 10.0.0.0/8\n", 3,
      "proxy_protocol_from: '10.0.0.0/8' is a string, expected a list of networks such as "
