@@ -28,7 +28,9 @@ docs/http.md lists every behaviour with its RFC section):
   docroot → 400. Empty segments (``//``) are merged, as nginx's ``merge_slashes on``.
   A backslash is an ordinary filename byte on POSIX and never separates segments.
 * Any segment starting with ``.`` → 404, whether in the URL or in the real path a
-  symlink leads to (``.git``, ``.env``, and ``.well-known`` as well).
+  symlink leads to (``.git``, ``.env``, ``.htpasswd``). One exception: ``.well-known``
+  as the first segment (RFC 8615), which exists to be public: ACME http-01
+  challenges, ``security.txt``. Dot-names below it are hidden again.
 * Symlinks are followed only when their real target stays inside the docroot; one
   that escapes answers 404 (not 403, so a client cannot tell an escaping link from a
   missing file). Only regular files are served; a FIFO, socket or device → 404.
@@ -261,11 +263,22 @@ def resolve_path(path: str) -> ResolvedPath:
             stack.append(part)
     last = parts[-1]
     directory = last in ("", ".", "..")
-    for segment in stack:
-        if segment.startswith("."):
-            raise HttpError(404, "hidden path segment", close=False)
+    if _hidden(stack):
+        raise HttpError(404, "hidden path segment", close=False)
     rebuilt = "/" + "/".join(stack) + ("/" if directory and stack else "")
     return ResolvedPath(tuple(stack), directory, rebuilt == decoded)
+
+
+# RFC 8615: the one dot-name served, and only at the top of the docroot.
+WELL_KNOWN = ".well-known"
+
+
+def _hidden(names: list[str]) -> bool:
+    """Whether a path (segments from the docroot down) names a dotfile or dot-directory."""
+    return any(
+        name.startswith(".") and (index or name != WELL_KNOWN)
+        for index, name in enumerate(names)
+    )
 
 
 # -- plans -----------------------------------------------------------------------------
@@ -999,9 +1012,8 @@ class StaticSite:
         if not real.startswith(self._prefix):
             raise _Refused(404)  # a symlink out of the docroot
         real_names = real[len(self._prefix) :].split("/")
-        for name in real_names:
-            if name.startswith("."):
-                raise _Refused(404)  # a symlink to a hidden file
+        if _hidden(real_names):
+            raise _Refused(404)  # a symlink to a hidden file
         return real_names
 
 

@@ -44,6 +44,9 @@ def docroot(tmp_path: Path) -> Path:
     (root / "style.css").write_text("body { color: red }\n")
     (root / "big.bin").write_bytes(os.urandom(10 * 1024 * 1024))
     (root / ".secret").write_text("hidden\n")
+    (root / ".well-known" / "acme-challenge").mkdir(parents=True)
+    (root / ".well-known" / "acme-challenge" / "t0k3n").write_text("t0k3n.thumbprint")
+    (root / ".well-known" / ".htpasswd").write_text("admin:x\n")
     (root / "empty").mkdir()
     return root
 
@@ -196,6 +199,10 @@ def test_directories_index_redirect_and_forbidden(server: Server) -> None:
 def test_missing_dotfiles_and_traversal(server: Server) -> None:
     assert fetch(server, "/nope.txt")[0] == 404
     assert fetch(server, "/.secret")[0] == 404
+    # RFC 8615: /.well-known/ is public (an ACME http-01 challenge), dotfiles below it are not.
+    status, _, body = fetch(server, "/.well-known/acme-challenge/t0k3n")
+    assert (status, body) == (200, b"t0k3n.thumbprint")
+    assert fetch(server, "/.well-known/.htpasswd")[0] == 404
     close = b"Host: x\r\nConnection: close\r\n\r\n"
     raw = request(server.port, b"GET /../../etc/passwd HTTP/1.1\r\n" + close)
     assert status_of(raw) == 400

@@ -134,7 +134,8 @@ def build_tree(base: Path) -> Path:
 
     root = base / "www"
     for directory in ("sub", "noindex", "a/.git", "deep/er/est", "weird/index.html",
-                      "linkidx", "%2e%2e", "back\\slash", "sp ace"):
+                      "linkidx", "%2e%2e", "back\\slash", "sp ace", ".well-known/acme-challenge",
+                      "a/.well-known"):
         (root / directory).mkdir(parents=True)
     files = {
         "index.html": "<!DOCTYPE html><title>home</title>\n",
@@ -150,6 +151,9 @@ def build_tree(base: Path) -> Path:
         ".env": "SECRET=1\n",
         "a/b.txt": "b\n",
         "a/.git/config": "[core]\n",
+        ".well-known/acme-challenge/token1": "token1.key\n",
+        ".well-known/.secret": "hidden below .well-known\n",
+        "a/.well-known/x.txt": "not at the top\n",
         "sub/index.html": "<p>nested</p>\n",
         "sub/page.html": "<p>page</p>\n",
         "noindex/file.txt": "file in noindex\n",
@@ -172,6 +176,8 @@ def build_tree(base: Path) -> Path:
         "outdir": str(outside / "dir"),  # a directory outside
         "dotlink": ".env",  # inside, but to a hidden file
         "gitlink": "a/.git",  # inside, to a hidden directory
+        "wklink": ".well-known/acme-challenge/token1",  # inside, to the public .well-known
+        "wkhidden": ".well-known/.secret",  # inside, to a dotfile below it
         "loop": "loop",  # a loop
         "dangling": "nothing-here",
         "roundtrip.txt": "../www/a/b.txt",  # leaves and comes back in: inside
@@ -270,6 +276,10 @@ def test_resolve_path_normalises(
         ("/a/%2Egit/config", 404),
         ("/...", 404),
         ("/..\\..\\etc\\passwd", 404),
+        ("/.well-known/.secret", 404),  # RFC 8615's exception is the top segment only
+        ("/a/.well-known/x.txt", 404),
+        ("/.well-known/../.env", 404),
+        ("/.well-knownx/a", 404),
     ],
 )
 def test_resolve_path_refuses(path: str, status: int) -> None:
@@ -287,9 +297,9 @@ def test_resolve_path_only_ever_raises_http_errors(text: str) -> None:
     except HttpError as error:
         assert error.status in (400, 404)
         return
-    for segment in resolved.segments:
+    for index, segment in enumerate(resolved.segments):
         assert segment and "/" not in segment and "\x00" not in segment
-        assert not segment.startswith(".")
+        assert not segment.startswith(".") or (index, segment) == (0, ".well-known")
 
 
 # -- files ------------------------------------------------------------------------------
@@ -322,6 +332,10 @@ def test_resolve_path_only_ever_raises_http_errors(text: str) -> None:
         ("/weird/", 403, None),  # its index.html is a directory
         ("/.env", 404, None),
         ("/a/.git/config", 404, None),
+        ("/.well-known/acme-challenge/token1", 200, b"token1.key\n"),  # RFC 8615
+        ("/%2ewell-known/acme-challenge/token1", 200, b"token1.key\n"),
+        ("/.well-known/.secret", 404, None),
+        ("/a/.well-known/x.txt", 404, None),
         ("/pipe", 404, None),  # a FIFO is never opened for serving (nor does it hang)
         ("/../etc/passwd", 400, None),
         ("/%2e%2e/etc/passwd", 400, None),
@@ -620,6 +634,8 @@ def test_head_has_the_get_headers_and_no_body(site: Site, path: str) -> None:
         ("/outdir/index.html", 404, None),
         ("/dotlink", 404, None),  # inside, but hidden
         ("/gitlink/config", 404, None),
+        ("/wklink", 200, b"token1.key\n"),
+        ("/wkhidden", 404, None),
         ("/loop", 404, None),
         ("/loop/", 404, None),
         ("/dangling", 404, None),
