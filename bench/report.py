@@ -176,8 +176,8 @@ OPTIMIZATION_LINES = [
 LIMIT_LINES = [
     "- **Run-to-run spread.** wrk shares the 2 CPUs with the servers, and how the "
     "connections of a round land on the workers changes the result (see *CPU during the "
-    "load*): in six runs of the same code on this machine, 1 KiB keep-alive measured "
-    "1.18-1.36x, 1 KiB close 0.84-0.97x, 64 KiB 1.04-1.19x and 10 MiB 0.85-1.02x. "
+    "load*): in eight runs on this machine, 1 KiB keep-alive measured 1.17-1.36x, "
+    "1 KiB close 0.84-1.03x, 64 KiB 1.04-1.19x and 10 MiB 0.85-1.02x. "
     "Compare the *Rounds* table before reading a single ratio.",
     "- **1 KiB close.** Per connection forkserver makes two syscalls nginx does not: "
     "`getsockname` (CPython checks the descriptor when it wraps an accepted socket) and "
