@@ -365,8 +365,16 @@ def unescape(field: str) -> bytes:
     )
 
 
-def send_mix(port: int) -> list[tuple[bytes, int, bytes, bytes]]:
-    """Requests with hostile bytes; (request line, status, referer, user agent) each."""
+def body_length(response: bytes) -> int:
+    """How many bytes followed the response head (what the access log counts)."""
+    _, separator, body = response.partition(b"\r\n\r\n")
+    assert separator, response
+    return len(body)
+
+
+def send_mix(port: int) -> list[tuple[bytes, int, bytes, bytes, int]]:
+    """Requests with hostile bytes; (request line, status, referer, user agent, body
+    length) each."""
     normal = b"GET /a.txt?q=1 HTTP/1.1"
     with_fields = (normal + b"\r\nHost: x\r\nConnection: close\r\nUser-Agent: " + HOSTILE_AGENT
                    + b"\r\nReferer: " + HOSTILE_REFERER + b"\r\n\r\n")
@@ -380,7 +388,7 @@ def send_mix(port: int) -> list[tuple[bytes, int, bytes, bytes]]:
     referers = [b"", HOSTILE_REFERER, b"", b""]
     agents = [b"", HOSTILE_AGENT, b"", b""]
     return [
-        (line, status_of(response), referer, agent)
+        (line, status_of(response), referer, agent, body_length(response))
         for (line, response), referer, agent in zip(sent, referers, agents, strict=True)
     ]
 
@@ -403,8 +411,11 @@ def test_each_access_log_format_parses_line_by_line(
 ) -> None:
     settings = {"docroot": str(docroot), "workers": 1, "access_log_format": log_format}
     with running(tmp_path, settings) as server:
+        started = time.monotonic()
         sent = send_mix(server.port)
-        assert [status for _, status, _, _ in sent] == [200, 200, 404, 400]
+        # Each request's duration lies within the wall time of the whole mix.
+        wall_us = (time.monotonic() - started) * 1_000_000
+        assert [status for _, status, _, _, _ in sent] == [200, 200, 404, 400]
         logged_lines(server, len(sent))
         raw = read_log_bytes(server)
         worker = server.workers()[0]
@@ -412,7 +423,7 @@ def test_each_access_log_format_parses_line_by_line(
     assert raw.isascii() and raw.endswith(b"\n")
     lines = raw.decode("ascii").splitlines()
     assert len(lines) == len(sent)
-    for text, (line, status, referer, agent) in zip(lines, sent, strict=True):
+    for text, (line, status, referer, agent, size) in zip(lines, sent, strict=True):
         if log_format == "json":
             record = json.loads(text)
             assert set(record) == {
@@ -422,8 +433,9 @@ def test_each_access_log_format_parses_line_by_line(
             assert ISO_TIME.fullmatch(record["time"])
             assert record["client"] == "127.0.0.1" and record["pid"] == worker
             assert record["status"] == status
-            assert isinstance(record["bytes"], int) and record["bytes"] >= 0
-            assert isinstance(record["duration_us"], int) and record["duration_us"] >= 0
+            assert isinstance(record["bytes"], int) and record["bytes"] == size
+            assert isinstance(record["duration_us"], int)
+            assert 0 < record["duration_us"] <= wall_us, (record["duration_us"], wall_us)
             method, target, protocol = line.split(b" ", 2)
             assert record["method"].encode("latin-1") == method
             assert record["path"].encode("latin-1") == target
@@ -440,7 +452,9 @@ def test_each_access_log_format_parses_line_by_line(
             assert unescape(match["line"]) == line
             if status == 200:
                 assert match["bytes"] == "300"
+            assert match["bytes"] == (str(size) if size else "-")
             if log_format == "combined":
+                assert 0 < int(match["duration"]) <= wall_us, (match["duration"], wall_us)
                 assert unescape(match["referer"]) == (referer or b"-")
                 assert unescape(match["agent"]) == (agent or b"-")
 
