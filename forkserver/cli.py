@@ -21,6 +21,7 @@ from forkserver.config import Config, environment_problems, load_config
 from forkserver.errors import ConfigError, StartupError
 from forkserver.listeners import (
     bind_listener,
+    host_problems,
     inherited_listeners,
     systemd_listeners,
     unix_socket_path,
@@ -113,7 +114,10 @@ def run(args: argparse.Namespace, arguments: list[str]) -> int:
         return EXIT_USAGE
     if args.signal:
         return send_signal(config, args.signal)
-    problems = environment_problems(config) + daemon_problems(config)
+    problems = (
+        environment_problems(config) + host_problems(config.host, config.port)
+        + daemon_problems(config)
+    )
     for problem in problems:
         print(f"forkserver: {problem}", file=sys.stderr)
     if problems:

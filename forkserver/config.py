@@ -18,6 +18,7 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -249,12 +250,70 @@ def nonblank_string(*, nullable: bool = False, expected: str = "a string") -> Ch
     return check
 
 
+# A host name as getaddrinfo takes it (RFC 1123 §2.1 labels, an optional final dot).
+# A last label of digits only would be a malformed IPv4 address ("127.1", "10.0.0.300"),
+# which getaddrinfo reads in surprising ways (inet_aton: 127.0.0.1), so it is refused.
+HOST_NAME = re.compile(
+    r"(?=.{1,253}\.?$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"(?![0-9]+\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?"
+)
+HOST_AND_PORT = re.compile(r"(?P<host>[^:\[\]]+|\[(?P<v6>[^\]]*)\]):(?P<port>[0-9]+)")
+
+
+def host_hint(host: str, port: str | None = None) -> str:
+    """``use host: 127.0.0.1 and port: 8080`` (an IPv6 address quoted, as YAML needs)."""
+    written = repr(host) if ":" in host else host
+    return f"use host: {written}" + (f" and port: {port}" if port else "")
+
+
+def host_form_problem(host: str) -> str | None:
+    """Why ``host`` is not an address or name to bind (the habits of other tools), or None.
+
+    host is the address alone: nginx's ``listen 127.0.0.1:8080``, a URL or the bracketed
+    IPv6 of a URL would pass --check as a host name and fail only at bind time.
+    """
+    if "://" in host:
+        parts = urlsplit(host)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.hostname:
+            hint = host_hint(parts.hostname, str(port) if port is not None else None)
+            return f"is a URL; host is the address alone ({hint})"
+        return "is a URL; host is the address alone, such as 127.0.0.1"
+    both = HOST_AND_PORT.fullmatch(host)
+    if both:
+        address = both.group("v6") if both.group("v6") is not None else both.group("host")
+        return f"is an address and a port ({host_hint(address, both.group('port'))})"
+    if host.startswith("[") and host.endswith("]"):
+        return f"has brackets, which belong in URLs only ({host_hint(host[1:-1])})"
+    if host == "*":
+        return "is not an address (use 0.0.0.0 for every IPv4 address, '::' for IPv6 too)"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return None
+    if ":" in host or not HOST_NAME.fullmatch(host):
+        return "is not an IP address, a host name or 'unix:/path'"
+    return None
+
+
 def host_address(value: object) -> object:
     """An address or name to bind, or ``unix:`` and the absolute path of a socket file."""
     host = nonblank_string(expected="an address or 'unix:/path'")(value)
     assert isinstance(host, str)
     if not host.startswith(UNIX_PREFIX):
-        return host
+        problem = host_form_problem(host)
+        if problem is not None:
+            raise Invalid(problem)
+        try:
+            # One spelling per address: "0:0::0" is "::" (and gets dual-stack like it).
+            return str(ipaddress.ip_address(host))
+        except ValueError:
+            return host  # a host name: listeners.host_problems resolves it
     path = host[len(UNIX_PREFIX) :]
     if not path.startswith("/"):
         raise Invalid(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import ipaddress
 import os
 import pwd
 import socket
@@ -63,6 +64,88 @@ def bind_listener(
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         raise StartupError(f"cannot listen on {where}: {exc.strerror}") from None
     return sock
+
+
+# Linux lists the machine's addresses here (per network namespace); elsewhere, or
+# without /proc, the locality check is skipped and bind(2) has the last word.
+IPV4_LOCAL_TABLE = "/proc/net/fib_trie"
+IPV6_ADDRESSES = "/proc/net/if_inet6"
+NONLOCAL_BIND = {4: "/proc/sys/net/ipv4/ip_nonlocal_bind", 6: "/proc/sys/net/ipv6/ip_nonlocal_bind"}
+
+
+def host_problems(host: str, port: int) -> list[str]:
+    """The host must resolve (as bind_listener resolves it) to an address of this machine.
+
+    For --check and start-up (a unix: host is config.environment_problems' to check).
+    Otherwise --check would pass a configuration whose start-up fails with exit 1,
+    which systemd's Restart=on-failure turns into a restart loop. Resolving a name
+    here is what the bind at start-up does anyway; a port already in use is still
+    found only at start-up.
+    """
+    if host.startswith(UNIX_PREFIX):
+        return []
+    try:
+        infos = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV
+        )
+    except socket.gaierror as exc:
+        return [f"host: {host!r} does not resolve: {exc.strerror}"]
+    address = str(infos[0][4][0])  # the one bind_listener binds
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return []
+    reason = nonlocal_reason(ip)
+    if reason is None:
+        return []
+    literal = host.partition("%")[0] == address
+    named = "" if literal else f" (resolves to {address})"
+    return [f"host: {host!r}{named} {reason}"]
+
+
+def nonlocal_reason(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why bind(2) would refuse ``ip`` on this machine (EADDRNOTAVAIL), or None."""
+    if ip.version == 6 and not os.path.exists(IPV6_ADDRESSES) and os.path.isdir("/proc/net"):
+        return "is an IPv6 address, and IPv6 is off on this machine"
+    if ip.is_unspecified or read_flag(NONLOCAL_BIND[ip.version]):
+        return None
+    local = local_networks(ip.version)
+    if local is None or any(ip in network for network in local):
+        return None
+    return "is not an address of this machine (see ip address)"
+
+
+def read_flag(path: str) -> bool:
+    try:
+        with open(path) as stream:
+            return stream.read().strip() not in ("", "0")
+    except OSError:
+        return False
+
+
+def local_networks(version: int) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None:
+    """The networks bind(2) accepts for IP ``version``, or None if they cannot be read."""
+    try:
+        with open(IPV6_ADDRESSES if version == 6 else IPV4_LOCAL_TABLE) as stream:
+            text = stream.read()
+    except OSError:
+        return None
+    if version == 6:  # "00000000000000000000000000000001 01 80 10 80 lo" per address
+        return [
+            ipaddress.IPv6Network(int(line.split()[0], 16))
+            for line in text.splitlines() if line.strip()
+        ]
+    # The trie lists each prefix as "|-- 127.0.0.0" followed by "/8 host LOCAL" lines;
+    # "host LOCAL" entries are the machine's own (127.0.0.0/8 included whole).
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    prefix = ""
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["|--"] and len(words) == 2:
+            prefix = words[1]
+        elif words[:1] and words[0].startswith("/") and words[1:3] == ["host", "LOCAL"]:
+            networks.append(ipaddress.IPv4Network(f"{prefix}{words[0]}", strict=False))
+    return networks
 
 
 # How long a connect() to an existing socket file may take to tell a live server from

@@ -165,6 +165,15 @@ def test_an_empty_proxy_protocol_from_trusts_nobody(tmp_path: Path) -> None:
     assert load_config(str(path)).proxy_protocol_from == ()
 
 
+@pytest.mark.parametrize(("host", "kept"), [
+    ("localhost", "localhost"), ("example.org.", "example.org."), ("0.0.0.0", "0.0.0.0"),
+    ("::1", "::1"), ("0:0::0", "::"), ("fe80::1%lo", "fe80::1%lo"),
+])
+def test_addresses_are_normalized_and_names_kept(tmp_path: Path, host: str, kept: str) -> None:
+    # One spelling per address: "0:0::0" gets the dual-stack treatment "::" gets.
+    assert load_config(None, {"docroot": str(tmp_path), "host": host}).host == kept
+
+
 def test_a_unix_host_can_come_from_the_command_line(tmp_path: Path) -> None:
     config = load_config(None, {"docroot": str(tmp_path), "host": "unix:/tmp/x.sock"})
     assert config.host == "unix:/tmp/x.sock"
@@ -222,6 +231,26 @@ INVALID = [
     ('host: " 10.0.0.1"\n', 3,
      "host: ' 10.0.0.1' contains leading/trailing blanks or control characters"),
     ("host: 5\n", 3, "host: 5 is an integer, expected an address or 'unix:/path'"),
+    # Habits of nginx's listen and of URLs: each would fail only at bind time.
+    ("host: 127.0.0.1:8080\n", 3,
+     "host: '127.0.0.1:8080' is an address and a port (use host: 127.0.0.1 and port: 8080)"),
+    ("host: localhost:80\n", 3,
+     "host: 'localhost:80' is an address and a port (use host: localhost and port: 80)"),
+    ('host: "[::1]:8080"\n', 3,
+     "host: '[::1]:8080' is an address and a port (use host: '::1' and port: 8080)"),
+    ('host: "[::1]"\n', 3,
+     "host: '[::1]' has brackets, which belong in URLs only (use host: '::1')"),
+    ("host: http://127.0.0.1\n", 3,
+     "host: 'http://127.0.0.1' is a URL; host is the address alone (use host: 127.0.0.1)"),
+    ("host: https://example.org:8443/\n", 3,
+     "host: 'https://example.org:8443/' is a URL; host is the address alone "
+     "(use host: example.org and port: 8443)"),
+    ('host: "*"\n', 3,
+     "host: '*' is not an address (use 0.0.0.0 for every IPv4 address, '::' for IPv6 too)"),
+    ('host: "127.1"\n', 3, "host: '127.1' is not an IP address, a host name or 'unix:/path'"),
+    ("host: 10.0.0.256\n", 3,
+     "host: '10.0.0.256' is not an IP address, a host name or 'unix:/path'"),
+    ("host: my_host\n", 3, "host: 'my_host' is not an IP address, a host name or 'unix:/path'"),
     ("host: unix:run/http.sock\n", 3,
      "host: 'unix:run/http.sock' needs an absolute path after 'unix:', such as "
      "'unix:/run/forkserver/http.sock'"),
@@ -698,6 +727,9 @@ OVERRIDE_PROBLEMS = [
     ({"workers": "0"}, f"command line: --workers: 0 is out of range 1{EN_DASH}512"),
     ({"workers": "x"}, "command line: --workers: 'x' is not an integer"),
     ({"host": ""}, "command line: --host: '' is empty"),
+    ({"host": "0.0.0.0:80"},
+     "command line: --host: '0.0.0.0:80' is an address and a port "
+     "(use host: 0.0.0.0 and port: 80)"),
     ({"pidfile": ""}, "command line: --pidfile: '' is empty"),
     ({"daemon": "maybe"}, "command line: --daemon: 'maybe' is not true or false"),
     ({"docroot": "no/such/dir"}, "command line: --docroot: 'no/such/dir' does not exist "

@@ -1,0 +1,79 @@
+"""An operator's first hour (issue 20): the mistakes a newcomer from nginx makes.
+
+Each test runs the real program: ``--check`` must refuse what cannot start (exit 2,
+which the systemd unit does not restart) with a hint that points the right way, and
+the running server must say what it does (a root master without ``user:``) and leave
+out of the access log what the operator asked to leave out.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import get, running, status_of
+
+EXIT_USAGE = 2
+
+
+def check(directory: Path, text: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``forkserver -c site.yaml --check`` on ``text``, run in ``directory``."""
+    (directory / "site.yaml").write_text(text)
+    return subprocess.run(
+        [sys.executable, "-m", "forkserver", "-c", "site.yaml", "--check", *args],
+        cwd=directory, capture_output=True, text=True, timeout=30, check=False,
+    )
+
+
+# -- issue 20.4: whatever --check accepts can start --------------------------------
+
+HOSTS = [
+    ("host: 127.0.0.1:8080\n",
+     "site.yaml:1: host: '127.0.0.1:8080' is an address and a port "
+     "(use host: 127.0.0.1 and port: 8080)"),
+    ("host: http://127.0.0.1\n",
+     "site.yaml:1: host: 'http://127.0.0.1' is a URL; host is the address alone "
+     "(use host: 127.0.0.1)"),
+    ('host: "[::1]"\n',
+     "site.yaml:1: host: '[::1]' has brackets, which belong in URLs only (use host: '::1')"),
+    ("host: nothing.invalid\n",
+     "host: 'nothing.invalid' does not resolve: Name or service not known"),
+    # 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never an address of a real machine.
+    ("host: 192.0.2.77\n",
+     "host: '192.0.2.77' is not an address of this machine (see ip address)"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), HOSTS, ids=[h[0] for h in HOSTS])
+def test_check_refuses_a_host_that_cannot_be_bound(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    result = check(tmp_path, text)
+    assert result.returncode == EXIT_USAGE, result
+    assert result.stderr.splitlines() == [f"forkserver: {message}"]
+    assert result.stdout == ""
+
+
+def test_the_same_host_rules_apply_to_the_command_line(tmp_path: Path) -> None:
+    result = check(tmp_path, "", "--host", "[::1]:8080")
+    assert result.returncode == EXIT_USAGE
+    assert result.stderr.splitlines() == [
+        "forkserver: command line: --host: '[::1]:8080' is an address and a port "
+        "(use host: '::1' and port: 8080)"
+    ]
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "'::1'", "'::'", "0.0.0.0"])
+def test_what_check_accepts_starts(tmp_path: Path, host: str) -> None:
+    result = check(tmp_path, f"host: {host}\n")
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "www").mkdir()
+    plain = host.strip("'")
+    with running(tmp_path, {"host": plain, "docroot": str(tmp_path / "www"),
+                            "workers": 1}) as server:
+        assert "listening on" in server.error_log
+        if plain in ("127.0.0.1", "0.0.0.0", "localhost"):
+            assert status_of(get(server.port)) in (200, 403, 404)
