@@ -97,10 +97,12 @@ def test_ipv6_loopback(tmp_path: Path, docroot: Path) -> None:
 def test_killed_worker_is_replaced_within_a_second(server: Server) -> None:
     victim = server.workers()[0]
     os.kill(victim, signal.SIGKILL)
-    killed_at = time.monotonic()
+    # operations.md promises a replacement "within a second" (the master's loop turns
+    # every 0.2 s and respawns at once). The deadline is three times that: on a loaded
+    # shared 2-core machine the master may wait for a core before it reaps and forks; a
+    # master that never replaces the worker still fails, after 3 s instead of 1 s.
     wait_for(lambda: victim not in server.workers() and len(server.workers()) == 2,
-             timeout=1.0, interval=0.01, what="a replacement worker")
-    assert time.monotonic() - killed_at < 1.0
+             timeout=3.0, interval=0.01, what="a replacement worker")
     wait_for(lambda: f"worker {victim} " in server.error_log, what="the death logged")
     line = next(x for x in server.error_log.splitlines() if f"worker {victim} " in x)
     assert "SIGKILL" in line
@@ -119,11 +121,13 @@ def test_killed_master_takes_its_workers_and_port_with_it(server: Server) -> Non
 
 def test_quit_stops_fast_with_status_zero(server: Server) -> None:
     workers = server.workers()
-    started = time.monotonic()
     server.signal(signal.SIGQUIT)
     assert server.process is not None
-    assert server.process.wait(timeout=3) == 0
-    assert time.monotonic() - started < 2.5
+    # operations.md: the master exits "within about a second" (its workers get
+    # FAST_STOP_SECONDS = 1 s, then SIGKILL). The 5 s deadline tolerates a loaded shared
+    # 2-core machine and is still far below timeouts.graceful (30 s), which a QUIT must
+    # not wait for.
+    assert server.process.wait(timeout=5) == 0
     assert not any(alive(pid) for pid in workers)
 
 
@@ -141,7 +145,9 @@ def test_term_lets_a_slow_download_finish(server: Server, docroot: Path) -> None
     first = sock.recv(4096)
     assert first.startswith(b"HTTP/1.1 200 ")
     server.signal(signal.SIGTERM)
-    time.sleep(0.3)  # the stop is under way while the client still reads slowly
+    # The stop is under way (both workers draining) while the client still reads slowly.
+    wait_for(lambda: server.error_log.count("worker stopping gracefully") == 2,
+             what="both workers draining")
     data = bytearray(first)
     while b"\r\n\r\n" not in data:
         data += sock.recv(4096)
@@ -157,7 +163,9 @@ def test_term_lets_a_slow_download_finish(server: Server, docroot: Path) -> None
     assert hashlib.sha256(received).hexdigest() == expected
     assert server.process is not None
     assert server.process.wait(timeout=10) == 0
-    assert not port_bindable(server.port) or True  # the listener is closed; nothing to assert
+    # The master exits only after reaping its last worker: no copy of the listener is
+    # left, so the port is free at once.
+    assert port_bindable(server.port)
 
 
 # -- files ----------------------------------------------------------------------------
@@ -271,12 +279,12 @@ def test_idle_keep_alive_connections_do_not_delay_a_new_request(server: Server) 
             sock.sendall(b"GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n")
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")
             idle.append(sock)
-        timings = []
+        # With every idle connection still open, new requests are answered: a server
+        # that waited for idle connections to time out (timeouts.keepalive, 15 s)
+        # would leave these past get()'s 5 s socket timeout, with no status to read.
+        # (How fast they are answered is for `make bench`, not a timed test.)
         for _ in range(5):
-            started = time.monotonic()
             assert status_of(get(server.port, "/style.css")) == 200
-            timings.append(time.monotonic() - started)
-        assert min(timings) < 0.1, timings
     finally:
         for sock in idle:
             sock.close()
@@ -359,8 +367,10 @@ COMBINED = re.compile(
 
 
 def test_access_log_is_combined_format_plus_microseconds(server: Server) -> None:
+    started = time.monotonic()
     request(server.port, b"GET /style.css HTTP/1.1\r\nHost: x\r\nReferer: http://r/\r\n"
                          b"User-Agent: t\"ua\xe9\r\nConnection: close\r\n\r\n")
+    wall_us = (time.monotonic() - started) * 1_000_000
     line = wait_for(lambda: server.access_log.strip().splitlines()[-1:] or None,
                     what="an access-log line")[0]
     match = COMBINED.match(line)
@@ -370,7 +380,9 @@ def test_access_log_is_combined_format_plus_microseconds(server: Server) -> None
                                                     "200", "20")
     assert referer == "http://r/"
     assert agent == "t\\x22ua\\xE9"  # escaped: no forged quotes, no raw 8-bit bytes
-    assert int(micros) >= 0
+    # The server times the request from its first byte to its last: more than nothing,
+    # and no longer than the client saw from connecting to reading the close.
+    assert 0 < int(micros) <= wall_us, (micros, wall_us)
 
 
 def test_error_log_format(server: Server) -> None:
