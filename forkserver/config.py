@@ -771,6 +771,7 @@ class FileReader:
         self.loader = loader
         self.entries: list[Entry] = []
         self.problems: list[Problem] = []
+        self.empty_sections: dict[str, int] = {}  # section → its line, for unknown_key
 
     def report(self, line: int, key: str, message: str) -> None:
         self.problems.append(((FILE_RANK, line), f"{self.path}:{line}: {key}: {message}"))
@@ -794,7 +795,7 @@ class FileReader:
             if not section and key in SECTIONS:
                 self.read_section(key, line, value_node)
             elif key not in SCHEMA or "." in name:  # "timeouts.header" must be nested
-                self.report(line, key, unknown_key(key, nested_in=section))
+                self.report(line, key, unknown_key(key, section, self.empty_sections))
             else:
                 self.read_value(key, line, value_node)
 
@@ -807,7 +808,9 @@ class FileReader:
     def read_section(self, section: str, line: int, node: yaml.Node) -> None:
         if isinstance(node, yaml.MappingNode):
             self.read_mapping(node, section)
-        elif node.tag != NULL_TAG:  # "timeouts:" with every child commented out is fine
+        elif node.tag == NULL_TAG:  # "timeouts:" with every child commented out is fine
+            self.empty_sections[section] = line  # unless its children follow unindented
+        else:
             value = self.loader.construct_object(node, deep=True)
             children = ", ".join(k.partition(".")[2] for k in SCHEMA if k.startswith(section))
             self.report(line, section, (
@@ -903,14 +906,58 @@ def read_entries(path: str, source: str) -> tuple[list[Entry], list[Problem]]:
         loader.dispose()
 
 
-def unknown_key(key: str, nested_in: str = "") -> str:
-    """"unknown key", plus the closest known key when one is close enough to be a typo."""
+# nginx directives a newcomer writes at the top level, and what forkserver calls them:
+# "unknown key (nginx's WORD …)". Fuzzy matching would point these the wrong way
+# (listen → timeouts.send).
+NGINX_WORDS = {
+    "listen": "is host: and port: here",
+    "root": "is docroot: here",
+    "server_name": "has no equivalent: forkserver serves one site per server (not supported "
+                   "yet: run one server per site)",
+    "worker_processes": "is workers: here",
+    "worker_connections": "has no equivalent: a worker takes connections up to its "
+                          "open-file limit (ulimit -n, LimitNOFILE=)",
+    "keepalive_timeout": "is keepalive: under timeouts: here",
+    "client_header_timeout": "is header: under timeouts: here",
+    "send_timeout": "is send: under timeouts: here",
+    "index": "has no equivalent: a directory is served by its index.html",
+    "gzip_static": "is precompressed: here",
+    "gzip": "is precompressed: here (ready-made .gz and .br files; nothing is compressed "
+            "on the fly)",
+    "pid": "is pidfile: here",
+    "add_header": "is headers: here",
+    "error_page": "is error_pages: here",
+    "types": "is mime_types: here",
+}
+# A section's child written at the top level: "header" → "timeouts.header".
+CHILD_KEYS = {key.partition(".")[2]: key for key in SCHEMA if "." in key}
+
+
+def unknown_key(
+    key: str, nested_in: str = "", empty_sections: Mapping[str, int] | None = None
+) -> str:
+    """"unknown key", plus the closest known key when one is close enough to be a typo.
+
+    ``empty_sections`` maps each section the file left empty (``timeouts:`` alone) to
+    its line: a child of it at the top level is then an indentation mistake.
+    """
     if nested_in:
         candidates = [k for k in SCHEMA if k.startswith(nested_in + ".")]
         close = difflib.get_close_matches(key, candidates, n=1)
     elif key in SCHEMA:  # "timeouts.header: 5" written flat at the top level
         head, _, tail = key.partition(".")
         return f"unknown key (write it nested: '{tail}:' indented under '{head}:')"
+    elif key in CHILD_KEYS:  # before fuzzy matching, which finds "headers" for "header"
+        section = CHILD_KEYS[key].partition(".")[0]
+        line = (empty_sections or {}).get(section)
+        if line is not None:
+            return (
+                f"unknown top-level key; it is a key of {section}: indent it under "
+                f"{section}: (line {line})"
+            )
+        close = [CHILD_KEYS[key]]
+    elif key.lower() in NGINX_WORDS:
+        return f"unknown key (nginx's {key.lower()} {NGINX_WORDS[key.lower()]})"
     else:
         close = difflib.get_close_matches(key, TOP_LEVEL_KEYS, n=1)
         if not close:  # "keepalive: 5" at the top level belongs in a section

@@ -77,3 +77,27 @@ def test_what_check_accepts_starts(tmp_path: Path, host: str) -> None:
         assert "listening on" in server.error_log
         if plain in ("127.0.0.1", "0.0.0.0", "localhost"):
             assert status_of(get(server.port)) in (200, 403, 404)
+
+
+# -- issue 20.5: hints that point the right way --------------------------------------
+
+
+def test_check_points_nginx_habits_and_unindented_children_the_right_way(
+    tmp_path: Path,
+) -> None:
+    result = check(tmp_path, (
+        "listen: 8080\n"
+        "root: .\n"
+        "timeouts:\n"
+        "header: 5\n"
+        "keepalive_timeout: 65\n"
+    ))
+    assert result.returncode == EXIT_USAGE
+    assert result.stderr.splitlines() == [
+        "forkserver: site.yaml:1: listen: unknown key (nginx's listen is host: and port: here)",
+        "forkserver: site.yaml:2: root: unknown key (nginx's root is docroot: here)",
+        "forkserver: site.yaml:4: header: unknown top-level key; it is a key of timeouts: "
+        "indent it under timeouts: (line 3)",
+        "forkserver: site.yaml:5: keepalive_timeout: unknown key (nginx's keepalive_timeout "
+        "is keepalive: under timeouts: here)",
+    ]

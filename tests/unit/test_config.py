@@ -325,6 +325,39 @@ INVALID = [
     ("prot: 8080\n", 3, "prot: unknown key (did you mean 'port'?)"),
     ("bogus: 1\n", 3, "bogus: unknown key"),
     ("keepalive: 5\n", 3, "keepalive: unknown key (did you mean 'timeouts.keepalive'?)"),
+    # A section's own child name beats a fuzzy top-level match (header ≠ headers).
+    ("header: 5\n", 3, "header: unknown key (did you mean 'timeouts.header'?)"),
+    # An empty section followed by its children unindented: an indentation mistake.
+    ("timeouts:\nheader: 5\n", 4,
+     "header: unknown top-level key; it is a key of timeouts: indent it under timeouts: "
+     "(line 3)"),
+    ("status:\npath: /server-status\n", 4,
+     "path: unknown top-level key; it is a key of status: indent it under status: (line 3)"),
+    # What nginx calls them.
+    ("listen: 8080\n", 3, "listen: unknown key (nginx's listen is host: and port: here)"),
+    ("root: /srv/www\n", 3, "root: unknown key (nginx's root is docroot: here)"),
+    ("server_name: example.org\n", 3,
+     "server_name: unknown key (nginx's server_name has no equivalent: forkserver serves one "
+     "site per server (not supported yet: run one server per site))"),
+    ("worker_processes: 4\n", 3,
+     "worker_processes: unknown key (nginx's worker_processes is workers: here)"),
+    ("worker_connections: 1024\n", 3,
+     "worker_connections: unknown key (nginx's worker_connections has no equivalent: a worker "
+     "takes connections up to its open-file limit (ulimit -n, LimitNOFILE=))"),
+    ("keepalive_timeout: 65\n", 3,
+     "keepalive_timeout: unknown key (nginx's keepalive_timeout is keepalive: under timeouts: "
+     "here)"),
+    ("client_header_timeout: 60\n", 3,
+     "client_header_timeout: unknown key (nginx's client_header_timeout is header: under "
+     "timeouts: here)"),
+    ("send_timeout: 60\n", 3,
+     "send_timeout: unknown key (nginx's send_timeout is send: under timeouts: here)"),
+    ("index: index.html\n", 3,
+     "index: unknown key (nginx's index has no equivalent: a directory is served by its "
+     "index.html)"),
+    ("gzip_static: true\n", 3,
+     "gzip_static: unknown key (nginx's gzip_static is precompressed: here)"),
+    ("pid: /run/forkserver.pid\n", 3, "pid: unknown key (nginx's pid is pidfile: here)"),
     ("timeouts:\n  hedaer: 5\n", 4,
      "timeouts.hedaer: unknown key (did you mean 'timeouts.header'?)"),
     ("timeouts.header: 5\n", 3,
