@@ -36,6 +36,7 @@ from forkserver.service import (
     limit_capabilities,
     process_alive,
     read_pid,
+    root_workers_warning,
     switches_user,
 )
 from forkserver.worker import run_worker
@@ -126,6 +127,9 @@ def run(args: argparse.Namespace, arguments: list[str]) -> int:
     if args.check:
         if note:
             print(f"forkserver: note: {note}", file=sys.stderr)
+        root_warning = root_workers_warning(config.user)
+        if root_warning:
+            print(f"forkserver: warning: {root_warning}", file=sys.stderr)
         print(f"forkserver: configuration {args.config or '(defaults)'} is valid")
         return EXIT_OK
     try:
@@ -202,6 +206,9 @@ def serve(config: Config, start: StartInfo) -> int:
     note = identity_note(config)
     if note:
         master.log.warning(note)
+    root_warning = root_workers_warning(config.user)
+    if root_warning:
+        master.log.warning(root_warning)  # once per master, not per worker spawned
     link: DaemonLink | None = None
     if config.daemon and not upgrading:
         preserved = master.preserved_fds() + ([pidfile.fd] if pidfile is not None else [])

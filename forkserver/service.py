@@ -235,6 +235,21 @@ def switches_user(user: str | None, group: str | None) -> bool:
     return os.geteuid() == 0 and (user is not None or group is not None)
 
 
+def root_workers_warning(user: str | None) -> str | None:
+    """The start-up warning for a root master without ``user``: its workers stay root.
+
+    Said once by the master (and by --check), not per worker: a worker that stays
+    root is a choice an operator should make knowingly, since any flaw in request
+    handling would then be a root compromise.
+    """
+    if user is not None or os.geteuid() != 0:
+        return None
+    return (
+        "started as root without user: workers serve requests as root; set user "
+        "(such as www-data) so they drop to an unprivileged account"
+    )
+
+
 def drop_privileges(user: str | None, group: str | None) -> None:
     """In a worker: become ``user``/``group`` (supplementary groups, gid, uid, in order).
 

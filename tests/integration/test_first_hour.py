@@ -8,13 +8,14 @@ out of the access log what the operator asked to leave out.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import get, running, status_of
+from tests.support import get, running, status_of, wait_for
 
 EXIT_USAGE = 2
 
@@ -101,3 +102,39 @@ def test_check_points_nginx_habits_and_unindented_children_the_right_way(
         "forkserver: site.yaml:5: keepalive_timeout: unknown key (nginx's keepalive_timeout "
         "is keepalive: under timeouts: here)",
     ]
+
+
+# -- issue 20.6a: a root master without user: says its workers stay root -----------
+
+ROOT_WARNING = (
+    "started as root without user: workers serve requests as root; set user (such as "
+    "www-data) so they drop to an unprivileged account"
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the warning is about starting as root")
+def test_a_root_master_without_user_warns_once(tmp_path: Path) -> None:
+    result = check(tmp_path, "port: 0\n")
+    assert result.returncode == 0
+    assert result.stderr.splitlines() == [f"forkserver: warning: {ROOT_WARNING}"]
+    (tmp_path / "www").mkdir()
+    settings = {"docroot": str(tmp_path / "www"), "workers": 2, "max_requests": 1}
+    with running(tmp_path, settings) as server:
+        # Workers recycled after each request are respawned: still one warning.
+        first = set(server.workers())
+
+        def recycled() -> bool:
+            get(server.port)  # whichever worker takes it retires after it
+            return not first & set(server.workers())
+
+        wait_for(recycled, interval=0.1, what="both first workers recycled")
+        server.wait_serving()
+        lines = [line for line in server.error_log.splitlines() if ROOT_WARNING in line]
+        assert len(lines) == 1 and "[warning]" in lines[0], lines
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="user: takes effect only as root")
+def test_a_root_master_with_user_does_not_warn(tmp_path: Path) -> None:
+    result = check(tmp_path, "port: 0\nuser: nobody\ndocroot: /\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""

@@ -118,8 +118,10 @@ def test_two_hundred_thousand_mixed_requests_leak_nothing(tmp_path: Path) -> Non
         # Every request reached the access log; abandoned downloads may add a line.
         wait_for(lambda: server.access_log.count("\n") >= served, timeout=5,
                  what=f"{served} access lines")
+        # The tests run as root without user: that start-up warning is expected.
         complaints = [line for line in server.error_log.splitlines()
-                      if "[error]" in line or "[warning]" in line]
+                      if ("[error]" in line or "[warning]" in line)
+                      and "started as root without user" not in line]
         assert not complaints, complaints[:5]
         print(f"soak: {served} requests, {warm['connections'] + rest['connections']} "
               f"connections, {warm['abandoned'] + rest['abandoned']} abandoned downloads in "
