@@ -12,9 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
+import time
 from collections.abc import Sequence
+
+import yaml
 
 from forkserver import __version__
 from forkserver.config import Config, environment_problems, load_config
@@ -34,7 +38,9 @@ from forkserver.service import (
     Pidfile,
     daemonize,
     limit_capabilities,
+    outcome_path,
     process_alive,
+    read_outcome,
     read_pid,
     root_workers_warning,
     switches_user,
@@ -42,6 +48,12 @@ from forkserver.service import (
 from forkserver.worker import run_worker
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+# Signals that need only the pidfile, so they are sent even when the file is invalid.
+LENIENT_SIGNALS = frozenset({"stop", "quit", "reopen"})
+# Signals whose outcome the master records beside its pidfile; -s waits for it.
+VERDICT_SIGNALS = frozenset({"reload", "upgrade"})
+VERDICT_MARGIN_SECONDS = 15.0  # on top of timeouts.graceful: a new master boots too
+VERDICT_POLL_SECONDS = 0.05
 SIGNAL_NAMES = {
     "reload": signal.SIGHUP,
     "stop": signal.SIGTERM,
@@ -110,8 +122,13 @@ def run(args: argparse.Namespace, arguments: list[str]) -> int:
     try:
         config = load_config(args.config, overrides)
     except ConfigError as exc:
+        if args.signal in LENIENT_SIGNALS:
+            return signal_despite_invalid_file(args, exc.problems)
         for problem in exc.problems:
             print(f"forkserver: {problem}", file=sys.stderr)
+        if args.signal:
+            print(f"forkserver: {args.signal}: nothing sent; the master goes on with "
+                  f"the configuration it has", file=sys.stderr)
         return EXIT_USAGE
     if args.signal:
         return send_signal(config, args.signal)
@@ -163,27 +180,115 @@ def identity_note(config: Config) -> str | None:
     return None
 
 
+def no_pidfile_hint(source: str | None) -> str:
+    where = f"set pidfile: in {source}" if source else "use -c FILE with a pidfile: key"
+    return (f"no pidfile is configured, so there is no master to signal; {where} "
+            f"(and restart the server), or pass --pidfile FILE")
+
+
+def signal_despite_invalid_file(args: argparse.Namespace, problems: list[str]) -> int:
+    """stop, quit and reopen need only the pidfile: a broken file must never keep an
+    operator from stopping the server or rotating its logs."""
+    if args.pidfile is not None:
+        pidfile: str | None = os.path.abspath(args.pidfile)
+    else:
+        pidfile = salvage_pidfile(args.config)
+    count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
+    print(f"forkserver: warning: {args.config} is invalid ({count}; "
+          f"forkserver -c {args.config} --check lists them)", file=sys.stderr)
+    if not pidfile:
+        return fail(no_pidfile_hint(args.config) + " (it could not be read from the "
+                    "invalid file)", EXIT_RUNTIME)
+    print(f"forkserver: warning: sending {args.signal} to the master named in "
+          f"{pidfile} anyway", file=sys.stderr)
+    return send_signal_to(pidfile, args.signal, None)
+
+
+def salvage_pidfile(path: str | None) -> str | None:
+    """The pidfile named by a configuration file that does not validate, if it can be
+    made out: the top-level pidfile: key of a document that parses, else a plain
+    top-level `pidfile: VALUE` line. Relative to the file's directory, as always."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read(1 << 20)
+    except OSError:
+        return None
+    value: object = None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        match = re.search(r"^pidfile:[ \t]*(['\"]?)([^'\"#\s][^'\"#]*?)\1[ \t]*(#.*)?$",
+                          text, re.MULTILINE)
+        value = match.group(2) if match else None
+    else:
+        if isinstance(document, dict):
+            value = document.get("pidfile")
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), value))
+
+
 def send_signal(config: Config, name: str) -> int:
     if not config.pidfile:
-        return fail("no pidfile is configured, so there is no master to signal", EXIT_RUNTIME)
-    if read_pid(config.pidfile) is None:
-        return fail(f"no pid in {config.pidfile}: is forkserver running?", EXIT_RUNTIME)
+        return fail(no_pidfile_hint(config.source), EXIT_RUNTIME)
+    return send_signal_to(config.pidfile, name, config)
+
+
+def send_signal_to(pidfile: str, name: str, config: Config | None) -> int:
+    """Signal the master holding ``pidfile``; for reload and upgrade (``config``
+    given), wait for its verdict."""
+    if read_pid(pidfile) is None:
+        return fail(f"no pid in {pidfile}: is forkserver running?", EXIT_RUNTIME)
     # The lock, not the pid, says whether a master is alive: after a crash the pid
     # in a stale file may belong to an unrelated process by now.
     try:
-        pid = Pidfile(config.pidfile).holder()
+        pid = Pidfile(pidfile).holder()
     except StartupError as exc:
         return fail(str(exc), EXIT_RUNTIME)
     if pid == -1:
-        return fail(f"{config.pidfile} holds no pid yet: forkserver is starting", EXIT_RUNTIME)
+        return fail(f"{pidfile} holds no pid yet: forkserver is starting", EXIT_RUNTIME)
     if pid is None or not process_alive(pid):
-        stale = read_pid(config.pidfile)
-        return fail(f"no forkserver holds {config.pidfile} (stale pid {stale})", EXIT_RUNTIME)
+        stale = read_pid(pidfile)
+        return fail(f"no forkserver holds {pidfile} (stale pid {stale})", EXIT_RUNTIME)
+    before = read_outcome(pidfile)
     try:
         os.kill(pid, SIGNAL_NAMES[name])
     except OSError as exc:
         return fail(f"cannot signal pid {pid}: {exc.strerror}", EXIT_RUNTIME)
-    return EXIT_OK
+    if name not in VERDICT_SIGNALS or config is None:
+        return EXIT_OK
+    if before is None:
+        # A master that records no outcome (an older version, or one that cannot
+        # write beside its pidfile): say so rather than wait for nothing.
+        print(f"forkserver: {name} sent to pid {pid}; this master reports no outcome "
+              f"(no {outcome_path(pidfile)}): see its error log", file=sys.stderr)
+        return EXIT_OK
+    return await_outcome(pidfile, name, pid, before.serial,
+                         config.timeouts.graceful + VERDICT_MARGIN_SECONDS)
+
+
+def await_outcome(pidfile: str, name: str, pid: int, serial: int, timeout: float) -> int:
+    """Wait for the master's verdict on a reload or upgrade, like `systemctl reload`
+    waits for READY=1: exit 0 once the new generation (or master) serves, 1 with the
+    reason if it was refused."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        outcome = read_outcome(pidfile)
+        if outcome is not None and outcome.serial != serial and outcome.action == name:
+            if not outcome.ok:
+                return fail(f"{name} failed: {outcome.message}", EXIT_RUNTIME)
+            if name == "upgrade" and read_pid(pidfile) != outcome.pid:
+                return fail(f"upgrade: new master {outcome.pid} serves, but {pidfile} "
+                            f"names {read_pid(pidfile)}", EXIT_RUNTIME)
+            print(f"forkserver: {name}: {outcome.message}")
+            return EXIT_OK
+        if name == "reload" and not process_alive(pid):
+            return fail(f"reload: the master (pid {pid}) exited", EXIT_RUNTIME)
+        time.sleep(VERDICT_POLL_SECONDS)
+    return fail(f"{name}: no outcome from pid {pid} within {timeout:g}s; it may still be "
+                f"under way: see the error log", EXIT_RUNTIME)
 
 
 def serve(config: Config, start: StartInfo) -> int:

@@ -41,9 +41,11 @@ from forkserver.scoreboard import Scoreboard, SlotState
 from forkserver.service import (
     Pidfile,
     hand_over_logs,
+    remove_outcome,
     sd_notify,
     set_title,
     watchdog_interval,
+    write_outcome,
 )
 from forkserver.signals import SignalPipe
 
@@ -133,6 +135,21 @@ def describe_status(status: int) -> str:
     return f"ended (wait status {status})"
 
 
+class RecordingErrorLog(ErrorLog):
+    """Writes like the error log it stands in for, and keeps the error lines."""
+
+    def __init__(self, original: ErrorLog) -> None:
+        super().__init__(original.file)
+        self.threshold = original.threshold
+        self.original = original
+        self.errors: list[str] = []
+
+    def log(self, level: str, message: str) -> None:
+        if level == "error":
+            self.errors.append(message)
+        super().log(level, message)
+
+
 class Master:
     def __init__(
         self,
@@ -160,6 +177,7 @@ class Master:
         self.next_spawn_at = 0.0
         self.upgrade_child = 0
         self.upgrade_from = int(os.environ.pop(UPGRADE_FROM_ENV, "0") or 0)
+        self.pending_reload = 0  # the generation whose start `-s reload` waits for
         self.watchdog_interval = watchdog_interval(os.getpid())
         self.next_watchdog = 0.0
         self.next_status = 0.0
@@ -267,6 +285,8 @@ class Master:
             f"master started (pid {self.pid}), generation 1 with {self.generation.target} workers"
         )
         set_title(f"forkserver: master [{self.start_label()}]")
+        if not self.upgrade_from:  # an upgrade's outcome is recorded once it serves
+            self.report("start", True, f"master {self.pid} started")
         while True:
             self.publish()
             self.reap()
@@ -294,6 +314,8 @@ class Master:
     def exit(self) -> int:
         self.log.info("master exiting")
         if self.pidfile is not None:
+            if self.pidfile.is_ours():  # after an upgrade both files are the successor's
+                remove_outcome(self.pidfile.path)
             self.pidfile.release()
         return 0
 
@@ -392,10 +414,31 @@ class Master:
         sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         self.log.info(f"HUP received: reloading {source or 'built-in defaults'}")
         try:
-            self.reload(source)
+            self.reload_and_report(source)
         finally:
             if self.phase == Phase.SERVING and self.generation.ready:
                 sd_notify("READY=1\n" + self.status_line())
+
+    def reload_and_report(self, source: str | None) -> None:
+        """Reload, and record a refusal for `-s reload`; success is recorded later,
+        when the new generation serves (advance_generations).
+
+        The error lines reload() logs are the reason; they are collected by lending
+        the current generation a recording error log for the duration, so reload()
+        itself needs no reporting code.
+        """
+        old = self.generation
+        recorder = RecordingErrorLog(old.error_log)
+        old.error_log = recorder
+        try:
+            self.reload(source)
+        finally:
+            old.error_log = recorder.original
+        if self.generation is old:
+            reason = "; ".join(recorder.errors) or "reload failed (see the error log)"
+            self.report("reload", False, reason)
+        else:
+            self.pending_reload = self.generation.number
 
     def reload(self, source: str | None) -> None:
         old = self.generation
@@ -468,6 +511,7 @@ class Master:
             pid = os.fork()
         except OSError as exc:
             self.log.error(f"upgrade: cannot fork: {exc.strerror}")
+            self.report("upgrade", False, f"upgrade: cannot fork: {exc.strerror}")
             return
         if pid == 0:
             try:
@@ -573,6 +617,7 @@ class Master:
         if len(serving) < generation.target:
             return
         generation.ready = True
+        self.report_generation_ready(generation, len(serving))
         old = [w for w in self.workers.values() if w.generation is not generation]
         for record in old:
             self.retire(record, "reload")
@@ -596,6 +641,7 @@ class Master:
                 except StartupError as exc:
                     self.log.error(str(exc))
             sd_notify(f"MAINPID={self.pid}")
+            self.report("upgrade", True, f"new master {self.pid} serving")
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.upgrade_from, signal.SIGTERM)
             self.log.info(f"upgrade: serving; asked the old master {self.upgrade_from} to retire")
@@ -605,6 +651,33 @@ class Master:
         if self.on_ready is not None:
             self.on_ready()
             self.on_ready = None
+
+    # -- outcomes for `forkserver -s reload|upgrade` (service.write_outcome) -----------
+    def report(self, action: str, ok: bool, message: str) -> None:
+        if self.pidfile is not None:
+            write_outcome(self.pidfile.path, action, ok, message)
+
+    def report_generation_ready(self, generation: Generation, serving: int) -> None:
+        if self.pending_reload and generation.number >= self.pending_reload:
+            self.pending_reload = 0
+            self.report("reload", True,
+                        f"generation {generation.number} serving with {serving} workers")
+
+    def report_generation_failure(self, record: WorkerRecord, status: int) -> None:
+        """A worker of the reload's new generation died before that generation served:
+        the reload has failed for now (the old generation goes on; the master keeps
+        retrying with back-off, and a later success is not waited for by anyone)."""
+        generation = record.generation
+        if generation.number != self.pending_reload or generation.ready or record.retiring:
+            return
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            return
+        self.pending_reload = 0
+        previous = [g.number for g in self.generations if g.ready]
+        still = f"; still serving generation {previous[-1]}" if previous else ""
+        self.report("reload", False,
+                    f"generation {generation.number} cannot start: worker {record.pid} "
+                    f"{describe_status(status)} (the error log says why){still}")
 
     def status_line(self) -> str:
         live = [self.scoreboard.read(w.slot) for w in self.workers.values()]
@@ -675,6 +748,8 @@ class Master:
                 self.log.error(
                     f"upgrade failed: new master {pid} {describe_status(status)}; still serving"
                 )
+                self.report("upgrade", False, f"new master {pid} {describe_status(status)} "
+                            f"(its error log says why); still serving")
                 continue
             record = self.workers.pop(pid, None)
             if record is None:
@@ -685,6 +760,7 @@ class Master:
                 numbers[record.number] = numbers.get(record.number, 0) + 1
             self.scoreboard.release(record.slot, reason)
             self.on_worker_exit(record, status)
+            self.report_generation_failure(record, status)
 
     def restart_reason(self, record: WorkerRecord, status: int) -> str | None:
         """Why a worker ended, as counted by the status endpoint; None if it was asked to.
