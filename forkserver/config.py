@@ -51,6 +51,7 @@ class Limits:
 class Status:
     path: str | None = None  # the status endpoint's URL path; None = off
     allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # client networks, normalized
+    access_log: bool = True  # false: answers to allowed clients leave no access-log line
 
 
 @dataclass(frozen=True, slots=True)
@@ -667,6 +668,7 @@ SCHEMA: dict[str, Setting] = {
     "status.allow": Setting(["127.0.0.1/32", "::1/128"], network_list(
         "is empty: no client could read the status (set status.path to null to turn it off)"
     )),
+    "status.access_log": Setting(True, boolean, bool_from_text),
     "proxy_protocol": Setting(False, boolean, bool_from_text),
     "proxy_protocol_from": Setting(["127.0.0.1/32", "::1/128"], network_list(None)),
 }
@@ -1247,6 +1249,7 @@ def build_config(values: Mapping[str, object], source: str | None) -> Config:
         status=Status(
             path=pick_optional(values, "status.path"),
             allow=pick(values, "status.allow", tuple),
+            access_log=pick(values, "status.access_log", bool),
         ),
         proxy_protocol=pick(values, "proxy_protocol", bool),
         proxy_protocol_from=pick(values, "proxy_protocol_from", tuple),

@@ -52,6 +52,16 @@ class StatusPage:
         self.scoreboard = scoreboard
         self.allow = tuple(ipaddress.ip_network(network) for network in config.status.allow)
         self.extra = list(config.headers)
+        self.quiet = not config.status.access_log
+
+    def logged(self, request: Request, client: str) -> bool:
+        """Whether this request for the status path gets an access-log line.
+
+        ``status.access_log: false`` drops the answers a monitor gets (health checks
+        every few seconds would bury the requests that matter); a refused client or
+        method is still logged, since that is no monitor.
+        """
+        return not self.quiet or request.method not in ("GET", "HEAD") or not self.allowed(client)
 
     def allowed(self, client: str) -> bool:
         try:

@@ -491,9 +491,10 @@ class Worker:
             if request.path == self.status_path:
                 self.beat()  # so this worker's own numbers are current
                 plan = self.status_page.plan(request, connection.client)
-            else:
-                plan = self.site.plan(request)
-            self.respond(connection, request, plan)
+                logged = self.status_page.logged(request, connection.client)
+                self.respond(connection, request, plan, logged=logged)
+                continue
+            self.respond(connection, request, self.site.plan(request))
 
     def respond_error(self, connection: Connection, error: HttpError) -> None:
         plan = self.site.error_plan(error.status)
@@ -504,7 +505,8 @@ class Worker:
         self.respond(connection, None, plan, line)
 
     def respond(
-        self, connection: Connection, request: Request | None, plan: Plan, line: str = ""
+        self, connection: Connection, request: Request | None, plan: Plan, line: str = "",
+        *, logged: bool = True,
     ) -> None:
         # A request with a body we never read cannot be followed on this connection:
         # the body bytes would be parsed as the next request (RFC 9112 §6.3).
@@ -534,7 +536,7 @@ class Worker:
         connection.close_after = not keep_alive
         connection.log_request = request
         connection.log_line = line
-        connection.log_status = plan.status
+        connection.log_status = plan.status if logged else 0  # 0: no access-log line
         if request is None:
             connection.inbuf.clear()  # after a framing error the rest is not trustworthy
         self.requests += 1
@@ -643,7 +645,7 @@ class Worker:
 
     def response_done(self, connection: Connection) -> None:
         connection.served += 1
-        if self.access_log.enabled:
+        if self.access_log.enabled and connection.log_status:
             self.log_access(connection)
         if connection.phase == WRITING:
             connection.phase = READING

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import get, running, status_of, wait_for
+from tests.support import get, request, running, status_of, wait_for
 
 EXIT_USAGE = 2
 
@@ -59,7 +59,7 @@ def test_check_refuses_a_host_that_cannot_be_bound(
 
 
 def test_the_same_host_rules_apply_to_the_command_line(tmp_path: Path) -> None:
-    result = check(tmp_path, "", "--host", "[::1]:8080")
+    result = check(tmp_path, "port: 0\n", "--host", "[::1]:8080")
     assert result.returncode == EXIT_USAGE
     assert result.stderr.splitlines() == [
         "forkserver: command line: --host: '[::1]:8080' is an address and a port "
@@ -138,3 +138,40 @@ def test_a_root_master_with_user_does_not_warn(tmp_path: Path) -> None:
     result = check(tmp_path, "port: 0\nuser: nobody\ndocroot: /\n")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+# -- issue 20.6d: status.access_log: false keeps health checks out -----------------
+
+STATUS = "/server-status"
+
+
+def fetch(port: int, path: str, host: str) -> int:
+    response = request(
+        port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode(), host=host
+    )
+    return status_of(response)
+
+
+def test_status_requests_can_stay_out_of_the_access_log(tmp_path: Path) -> None:
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "a.txt").write_text("alpha\n")
+    settings = {
+        "host": "::", "docroot": str(tmp_path / "www"), "workers": 1,
+        # Only ::1 is a monitor; 127.0.0.1 (IPv4-mapped on this dual-stack socket) is not.
+        "status": {"path": STATUS, "allow": ["::1/128"], "access_log": False},
+    }
+    with running(tmp_path, settings) as server:
+        for _ in range(3):
+            assert fetch(server.port, STATUS, "::1") == 200
+        assert fetch(server.port, STATUS, "127.0.0.1") == 404  # refused: still logged
+        assert fetch(server.port, "/a.txt", "::1") == 200
+        # One worker writes its lines in order: once the last request's line is there,
+        # any status line would be too.
+        lines = wait_for(
+            lambda: [x for x in server.access_log.splitlines() if "GET /a.txt" in x]
+            and server.access_log.splitlines(),
+            what="the file request's access-log line",
+        )
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("127.0.0.1 ") and f'"GET {STATUS} HTTP/1.1" 404 ' in lines[0]
+    assert lines[1].startswith("::1 ") and '"GET /a.txt HTTP/1.1" 200 ' in lines[1]

@@ -130,6 +130,7 @@ limits:
 status:
   path: /server-status
   allow: [10.0.0.0/8, "fd00::/8"]
+  access_log: false
 """)
     assert load_config(str(path)) == Config(
         host="::", port=0, docroot=str(tmp_path / "www"), workers=3, backlog=64,
@@ -139,7 +140,7 @@ status:
         timeouts=Timeouts(header=2.5, keepalive=5.0, send=20.0, graceful=7.0, worker=9.0),
         max_requests=1000, max_requests_jitter=50,
         limits=Limits(request_line=4096, header_bytes=8192, headers=50),
-        status=Status(path="/server-status", allow=("10.0.0.0/8", "fd00::/8")),
+        status=Status(path="/server-status", allow=("10.0.0.0/8", "fd00::/8"), access_log=False),
         source=str(path),
     )
 
@@ -437,7 +438,9 @@ INVALID = [
     ("access_log_format: null\n", 3,
      "access_log_format: null is not allowed here, expected one of combined, common, json"),
     ("status: /server-status\n", 3,
-     "status: '/server-status' is a string, expected a mapping of path, allow"),
+     "status: '/server-status' is a string, expected a mapping of path, allow, access_log"),
+    ("status:\n  access_log: no log\n", 4,
+     "status.access_log: 'no log' is a string, expected true or false"),
     ("status:\n  path: server-status\n", 4, "status.path: 'server-status'" + STATUS_PATH_RULE),
     ("status:\n  path: /a//b\n", 4, "status.path: '/a//b'" + STATUS_PATH_RULE),
     ("status:\n  path: /a/../b\n", 4, "status.path: '/a/../b'" + STATUS_PATH_RULE),
