@@ -101,9 +101,13 @@ def run_load(
     fresh_clients: int = 2,
     max_requests: int = 20000,
     port_of: Callable[[], int] | None = None,
+    result: LoadResult | None = None,
 ) -> LoadResult:
-    """Run the load for ``seconds`` (bounded by ``max_requests``); return the tally."""
-    result = LoadResult()
+    """Run the load for ``seconds`` (bounded by ``max_requests``); return the tally.
+
+    The tally is ``result`` when given, so another thread can watch it grow (e.g. wait
+    until requests flow before acting)."""
+    result = result if result is not None else LoadResult()
     stop_at = time.monotonic() + seconds
     current_port = port_of or (lambda: port)
 
@@ -156,10 +160,12 @@ def run_load(
                     if not reused and not buffer:
                         result.unaccepted_resets += 1
                 result.fail(f"{path} on port {port_used}: reset ({exc})")
-                sock = _discard(sock)
+                _discard(sock)
+                sock = None
             except (OSError, ConnectionError, ValueError, IndexError) as exc:
                 result.fail(f"{path} on port {port_used}: {type(exc).__name__}: {exc}")
-                sock = _discard(sock)
+                _discard(sock)
+                sock = None
         _discard(sock)
 
     threads = [threading.Thread(target=client, args=(True, i)) for i in range(keepalive_clients)]
