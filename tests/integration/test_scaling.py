@@ -266,10 +266,14 @@ def test_rolling_a_new_docroot_with_reloads_loses_no_request(cluster: Cluster) -
     for host in cluster.hosts:
         old_workers = host.workers()
         host.signal(signal.SIGHUP)
-        wait_for(lambda host=host: "reload: generation 2 serving" in host.error_log,
-                 timeout=20, what=f"{host.directory.name}'s new generation")
-        wait_for(lambda old=old_workers: not any(alive(pid) for pid in old), timeout=40,
-                 what=f"{host.directory.name}'s old workers retiring")
+        def new_generation(host: Server = host) -> bool:
+            return "reload: generation 2 serving" in host.error_log
+
+        def old_retired(old: list[int] = old_workers) -> bool:
+            return not any(alive(pid) for pid in old)
+
+        wait_for(new_generation, timeout=20, what=f"{host.directory.name}'s new generation")
+        wait_for(old_retired, timeout=40, what=f"{host.directory.name}'s old workers retiring")
         time.sleep(1)  # one host new, the other still old, under load
     thread.join(timeout=60)
     during = holder[0]

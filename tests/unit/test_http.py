@@ -664,7 +664,8 @@ def outcome(parse: Any, raw: bytes | bytearray) -> object:
 def test_head_parser_agrees_with_parse_request_on_every_case(limits: Limits) -> None:
     """Every valid and malformed case, asked twice (the second time from the cache)."""
     parser = HeadParser(limits)
-    for case in [*VALID, *MALFORMED]:
+    cases: list[Valid | Malformed] = [*VALID, *MALFORMED]
+    for case in cases:
         expected = outcome(lambda raw: parse_request(raw, limits), case.raw)
         assert outcome(parser.parse, case.raw) == expected, case.id
         assert outcome(parser.parse, bytearray(case.raw)) == expected, case.id

@@ -33,7 +33,8 @@ LAYER = {
 def imports_of(module: str) -> tuple[set[str], set[str]]:
     """(top-level stdlib/third-party modules, forkserver submodules) imported."""
     tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-    outside, inside = set(), set()
+    outside: set[str] = set()
+    inside: set[str] = set()
     for node in ast.walk(tree):
         names = []
         if isinstance(node, ast.Import):

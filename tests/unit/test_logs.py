@@ -11,6 +11,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +28,13 @@ Record = tuple[str, str, int, int, str, str, int]
 NOW = 1_795_000_000.25  # a fixed instant; the offset depends on the local zone
 
 
-@dataclass(frozen=True)
+@dataclass
 class Logged:
-    """A request as the access log reads it (``http.Request`` has more)."""
+    """A request as the access log reads it (``http.Request`` has more); not frozen,
+    as logs.LoggedRequest declares plain (settable) attributes."""
 
     line: str
-    headers: dict[str, str]
+    headers: Mapping[str, str]
 
 
 def queue(log: AccessLog, record: Record) -> None:

@@ -210,7 +210,13 @@ def test_the_largest_allowed_headers_are_accepted() -> None:
 
 ports = st.integers(0, 65535)
 ipv4 = st.ip_addresses(v=4)
-ipv6 = st.ip_addresses(v=6).filter(lambda a: a.ipv4_mapped is None)
+
+
+def not_ipv4_mapped(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None
+
+
+ipv6 = st.ip_addresses(v=6).filter(not_ipv4_mapped)
 
 
 def shown(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
