@@ -10,11 +10,20 @@ import shlex
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
-from bench.load import LARGE_THROUGHPUT, MEDIUM_KEEPALIVE, SMALL_CLOSE, SMALL_KEEPALIVE
+from bench.load import (
+    LARGE_THROUGHPUT,
+    MEDIUM_KEEPALIVE,
+    SMALL_CLOSE,
+    SMALL_KEEPALIVE,
+    pin_wrk,
+)
 from bench.runner import Options, run_benchmark
 from bench.servers import SERVER_STARTERS
+from bench.sitecases import SITE_CASE_KEYS, SITE_MIX_CASES
+from bench.sitemix import default_store
 
 DEFAULT_WORKERS = 2
 DEFAULT_SECONDS = 2
@@ -32,6 +41,9 @@ DEFAULT_CONNECTIONS = 50
 DEFAULT_LARGE_FILE_CONNECTIONS = 4
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells do
 PROFILE_CASES = (SMALL_KEEPALIVE, SMALL_CLOSE, MEDIUM_KEEPALIVE, LARGE_THROUGHPUT)
+ALL_CASES = (*PROFILE_CASES, *SITE_CASE_KEYS)
+CASE_GROUPS = {"classic": PROFILE_CASES, "site-mix": SITE_MIX_CASES, "all": ALL_CASES}
+DEFAULT_SITE_WORKERS = (1, DEFAULT_WORKERS)
 
 
 class Terminated(BaseException):
@@ -61,6 +73,38 @@ def server_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def case_list(text: str) -> tuple[str, ...]:
+    chosen: set[str] = set()
+    for name in (name.strip() for name in text.split(",") if name.strip()):
+        if name in CASE_GROUPS:
+            chosen.update(CASE_GROUPS[name])
+        elif name in ALL_CASES:
+            chosen.add(name)
+        else:
+            raise argparse.ArgumentTypeError(
+                f"unknown case {name!r}; choose from {', '.join(ALL_CASES)} or the groups "
+                f"{', '.join(CASE_GROUPS)}")
+    if not chosen:
+        raise argparse.ArgumentTypeError("no case given")
+    return tuple(case for case in ALL_CASES if case in chosen)
+
+
+def number_list(text: str) -> tuple[int, ...]:
+    return tuple(sorted({positive_int(part.strip()) for part in text.split(",")
+                         if part.strip()}))
+
+
+def cpu_list(text: str) -> tuple[int, ...]:
+    try:
+        cpus = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated CPU list: {text!r}") \
+            from None
+    if not cpus or any(cpu < 0 for cpu in cpus):
+        raise argparse.ArgumentTypeError(f"not a CPU list: {text!r}")
+    return cpus
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -88,6 +132,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--servers", type=server_list, default=tuple(SERVER_STARTERS),
                         help=f"comma-separated subset of {','.join(SERVER_STARTERS)}; "
                              "docs/ is written only if forkserver and nginx both ran")
+    parser.add_argument("--cases", type=case_list, default=ALL_CASES,
+                        help=f"comma-separated subset of {','.join(ALL_CASES)}, or the "
+                             f"groups {','.join(CASE_GROUPS)} (default all); docs/ is "
+                             "written only when every case ran")
+    parser.add_argument("--site-workers", type=number_list, default=DEFAULT_SITE_WORKERS,
+                        help="worker counts for the site-mix and cold cases (default "
+                             f"{','.join(map(str, DEFAULT_SITE_WORKERS))}); counts other "
+                             "than --workers run forkserver and nginx only")
+    parser.add_argument("--site-store", type=Path, default=default_store(),
+                        help="where the generated site and cold trees are kept between "
+                             f"runs (default {default_store()})")
+    parser.add_argument("--wrk-cpus", type=cpu_list, default=None,
+                        help="run wrk under taskset on these CPUs (e.g. 6,7) and the "
+                             "servers on the others")
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="write benchmarks.md and .png to this directory instead of "
+                             "docs/, even when only some cases or servers ran")
     parser.add_argument("--no-write", dest="write_docs", action="store_false",
                         help="print only; leave docs/benchmarks.md and .png alone")
     parser.add_argument("--profile", nargs="?", const=SMALL_KEEPALIVE, choices=PROFILE_CASES,
@@ -109,7 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers, seconds=seconds, rounds=rounds, warmup_seconds=WARMUP_SECONDS,
         connections=args.connections, large_file_connections=args.large_file_connections,
         servers=args.servers, write_docs=args.write_docs,
+        cases=args.cases, all_cases=set(args.cases) == set(ALL_CASES),
+        site_workers=args.site_workers, site_store=args.site_store,
+        output_dir=args.output_dir,
     )
+    if args.wrk_cpus:
+        pin_wrk(args.wrk_cpus)
     signal.signal(signal.SIGTERM, raise_terminated)
     try:
         if args.profile:

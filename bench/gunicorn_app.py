@@ -2,7 +2,8 @@
 
 Maps the request path to a regular file inside ``$BENCH_DOCROOT`` and returns it
 through ``wsgi.file_wrapper`` (gunicorn sends it with sendfile) with a correct
-Content-Length; anything else is a 404. Deliberately as little work per request as
+Content-Length (a directory's ``index.html`` for a path ending in ``/``, as the
+site-mix cases request pages); anything else is a 404. Deliberately as little work per request as
 a fair WSGI static server can do: no MIME table, no conditionals, no ranges.
 """
 
@@ -23,7 +24,10 @@ DOCROOT = os.path.realpath(os.environ.get(DOCROOT_ENVIRONMENT_VARIABLE, "."))
 
 def resolve(path_info: str) -> str | None:
     """The regular file inside DOCROOT that ``path_info`` names, or None."""
-    candidate = os.path.realpath(os.path.join(DOCROOT, path_info.lstrip("/")))
+    relative = path_info.lstrip("/")
+    if path_info.endswith("/"):
+        relative += "index.html"
+    candidate = os.path.realpath(os.path.join(DOCROOT, relative))
     if os.path.commonpath([DOCROOT, candidate]) != DOCROOT or not os.path.isfile(candidate):
         return None
     return candidate

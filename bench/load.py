@@ -10,6 +10,7 @@ how the servers are started.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import time
@@ -27,6 +28,8 @@ WRK_EXTRA_WALL_SECONDS = 30
 # Above this, wrk's single thread is the bottleneck: the server may do better.
 WRK_SATURATED_CPU_PERCENT = 90.0
 MICROSECONDS = 1_000_000
+# Set by pin_wrk (--wrk-cpus): every wrk command runs under this prefix.
+WRK_PREFIX: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,22 @@ def run_wrk(wrk: str, url: str, case: LoadCase, seconds: int) -> CaseOutcome:
     wrk's CPU time is the RUSAGE_CHILDREN delta around the run: the benchmark reaps
     no other child meanwhile (the servers are reaped only when stopped).
     """
-    command = wrk_command(wrk, url, case, seconds)
+    return run_wrk_command(wrk_command(wrk, url, case, seconds), seconds)
+
+
+def pin_wrk(cpus: tuple[int, ...]) -> None:
+    """Run wrk on ``cpus`` (``taskset -c``) and this process, and so the servers it
+    starts afterwards, on the others."""
+    others = set(os.sched_getaffinity(0)) - set(cpus)
+    if not others:
+        raise ValueError(f"--wrk-cpus {cpus} leaves no CPU for the servers")
+    os.sched_setaffinity(0, others)
+    WRK_PREFIX[:] = ["taskset", "-c", ",".join(map(str, cpus))]
+
+
+def run_wrk_command(command: list[str], seconds: int) -> CaseOutcome:
+    """Run a wrk command line whose script prints the JSON totals; see ``run_wrk``."""
+    command = [*WRK_PREFIX, *command]
     cpu_before = children_cpu_seconds()
     started = time.monotonic()
     try:

@@ -22,6 +22,9 @@ from bench.extras import (
     IdleResult,
 )
 from bench.load import (
+    LARGE_THROUGHPUT,
+    MEDIUM_KEEPALIVE,
+    SMALL_CLOSE,
     SMALL_KEEPALIVE,
     WRK_SATURATED_CPU_PERCENT,
     CaseOutcome,
@@ -30,12 +33,27 @@ from bench.load import (
     WrkResult,
 )
 from bench.machine import Machine
+from bench.markdown import (
+    MILLISECONDS,
+    MISSING,
+    format_ms,
+    format_ratio,
+    markdown_table,
+    ratio_of,
+)
 from bench.servers import FORKSERVER, NGINX
+from bench.site_report import (
+    SITE_PSS_TARGET_MIB,
+    cpu_per_request,
+    requests_per_second,
+    site_console,
+    site_mix_peak_pss,
+    site_section,
+)
+from bench.sitecases import COLD, SITE_UNIFORM, SITE_ZIPF, SiteRun
 
-MILLISECONDS = 1000.0
 MIB_BYTES = 1024 * 1024
 SATURATED_MARK = "†"
-MISSING = "—"
 PSS_TARGET_MIB = 40.0
 IDLE_LATENCY_TARGET_MS = 50.0
 IDLE_BYTES_TARGET = 2048.0
@@ -96,12 +114,13 @@ class BenchmarkRun:
     others_cpu_percent: float | None  # CPU share used outside the benchmark meanwhile
     steal_cpu_percent: float | None  # CPU share the hypervisor gave other guests meanwhile
     extras_failures: list[str] = field(default_factory=list)  # why an extra has no numbers
+    site: SiteRun | None = None  # the real-traffic cases, when any ran
 
     def server(self, name: str) -> ServerReport | None:
         return next((server for server in self.servers if server.name == name), None)
 
-    def case(self, key: str) -> LoadCase:
-        return next(case for case in self.cases if case.key == key)
+    def case(self, key: str) -> LoadCase | None:
+        return next((case for case in self.cases if case.key == key), None)
 
 
 # Each optimization kept on the hot path, with the effect measured when it went in.
@@ -212,23 +231,6 @@ def format_short(value: float) -> str:
     return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
-def format_ms(seconds: float) -> str:
-    milliseconds = seconds * MILLISECONDS
-    if milliseconds < 10:
-        return f"{milliseconds:.2f}"
-    return f"{milliseconds:.1f}" if milliseconds < 100 else f"{milliseconds:.0f}"
-
-
-def format_ratio(ratio: float | None) -> str:
-    return MISSING if ratio is None else f"{ratio:.2f}x"
-
-
-def ratio_of(numerator: float | None, denominator: float | None) -> float | None:
-    if numerator is None or not denominator:
-        return None
-    return numerator / denominator
-
-
 # ---------------------------------------------------------------- metrics and targets
 
 
@@ -267,7 +269,7 @@ class Verdict:
 def build_targets(run: BenchmarkRun) -> list[Target]:
     def case_value(key: str) -> Callable[[ServerReport], float | None]:
         case = run.case(key)
-        return lambda server: headline(server, case)
+        return lambda server: headline(server, case) if case else None
 
     def p99_milliseconds(server: ServerReport) -> float | None:
         latency = small_latency(server, "p99")
@@ -276,8 +278,8 @@ def build_targets(run: BenchmarkRun) -> list[Target]:
     def peak_pss(server: ServerReport) -> float | None:
         return server.peak_pss_mib
 
-    keys = [case.key for case in run.cases]
-    small_keepalive, small_close, medium, large = keys
+    small_keepalive, small_close, medium, large = (SMALL_KEEPALIVE, SMALL_CLOSE,
+                                                   MEDIUM_KEEPALIVE, LARGE_THROUGHPUT)
     return [
         Target("1 KiB keep-alive req/s ≥ 1.0x nginx", case_value(small_keepalive), "req/s",
                1.0, True, True),
@@ -298,6 +300,35 @@ def build_targets(run: BenchmarkRun) -> list[Target]:
         Target(f"1 KiB keep-alive drop with the access log on ≤ "
                f"{ACCESS_LOG_DROP_TARGET_PERCENT:g}%", access_log_drop, "%",
                ACCESS_LOG_DROP_TARGET_PERCENT, False, False),
+        *site_targets(run.site),
+    ]
+
+
+def site_targets(site: SiteRun | None) -> list[Target]:
+    """The real-traffic cases' targets, at the main worker count."""
+    if site is None:
+        return []
+    workers = site.main_workers
+
+    def value(function: Callable[[SiteRun, str, int, str], float | None], key: str
+              ) -> Callable[[ServerReport], float | None]:
+        return lambda server: function(site, server.name, workers, key)
+
+    targets = []
+    for key, title in ((SITE_UNIFORM, "site mix, uniform"), (SITE_ZIPF, "site mix, Zipf")):
+        targets += [
+            Target(f"{title} req/s ≥ 1.0x nginx", value(requests_per_second, key), "req/s",
+                   1.0, True, True),
+            Target(f"{title}: server CPU per request ≤ 1.25x nginx's",
+                   value(cpu_per_request, key), "µs", 1.25, True, False),
+        ]
+    return [
+        *targets,
+        Target("cold req/s ≥ 0.8x nginx", value(requests_per_second, COLD), "req/s",
+               0.8, True, True),
+        Target(f"peak PSS (master + {workers} workers) under the site mix ≤ "
+               f"{SITE_PSS_TARGET_MIB:g} MiB", lambda server: site_mix_peak_pss(
+                   site, server.name), "MiB", SITE_PSS_TARGET_MIB, False, False),
     ]
 
 
@@ -348,16 +379,6 @@ def verdicts(run: BenchmarkRun) -> list[Verdict]:
 
 
 # ---------------------------------------------------------------- markdown
-
-
-def markdown_table(header: list[str], rows: list[list[str]],
-                   left_aligned: tuple[int, ...] = (0,)) -> str:
-    """A GitHub table; numbers right-aligned, the columns in ``left_aligned`` left."""
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(cells) + " |"
-
-    alignment = ["---" if index in left_aligned else "---:" for index in range(len(header))]
-    return "\n".join([line(header), line(alignment), *(line(row) for row in rows)])
 
 
 def case_cell(server: ServerReport, case: LoadCase) -> str:
@@ -570,6 +591,8 @@ def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
     ]
     if any(verdict.met is False for verdict in verdicts(run)):
         parts += ["## What limits the targets not met", "", *LIMIT_LINES, ""]
+    if run.site is not None:
+        parts += site_section(run.site)
     parts += ["## forkserver against itself", "", *extras_lines(run), ""]
     parts += ["## Optimizations and their measured effect", "", *OPTIMIZATION_LINES, ""]
     parts += ["## Rounds", "", rounds_table(run), ""]
@@ -596,7 +619,19 @@ def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
         "(default 50 and 4).",
         "- `--servers forkserver,nginx`: a subset; this file is rewritten only when "
         "forkserver and nginx both ran.",
-        "- `--no-write`: print the tables only.",
+        "- `--no-write`: print the tables only; `--output-dir DIR`: write this file and "
+        "the chart to DIR instead, whatever ran.",
+        "- `--cases LIST`: only these cases (`1k-keepalive`, `1k-close`, `64k-keepalive`, "
+        "`10m-throughput`, `site-mix-uniform`, `site-mix-zipf`, `cold`; `classic` and "
+        "`site-mix` stand for their groups), e.g. `--cases site-mix,cold` to iterate on the "
+        "real-traffic cases; this file is rewritten only when every case ran, and "
+        "forkserver's experiments against itself run only with `1k-keepalive`.",
+        "- `--site-workers LIST`: worker counts for the real-traffic cases (default 1,2); "
+        "counts other than `--workers` run forkserver and nginx only, in fewer rounds.",
+        "- `--site-store DIR`: where the generated trees are kept between runs (default "
+        "under the system's temporary directory; about 210 MiB).",
+        "- `--wrk-cpus LIST`: run wrk under `taskset -c LIST` and the servers on the other "
+        "CPUs (for machines with CPUs to spare; see *On a bigger machine*).",
         "- `--profile [CASE]`: run forkserver with one worker under py-spy for one case "
         "(`1k-keepalive` by default) and write a flamegraph to `bench/results/`.",
         "",
@@ -648,6 +683,8 @@ def render_console(run: BenchmarkRun) -> str:
     parts += ["", targets_table(run), "", *extras_lines(run), ""]
     parts += ["CPU during the load:", *cpu_lines(run), ""]
     parts += incident_lines(run) or ["No incidents."]
+    if run.site is not None:
+        parts += site_console(run.site)
     return "\n".join(parts)
 
 

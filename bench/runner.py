@@ -2,8 +2,11 @@
 
 Owns the order of things: prerequisites, docroot, start every server, check each
 serves the docroot byte-exact, warm up, run every case against every server while
-sampling memory, watch for crashes and replaced workers, stop every server (in a
-``finally``, also on Ctrl-C or SIGTERM), then print the report and write the docs.
+sampling memory, watch for crashes and replaced workers, then the real-traffic
+cases (bench/sitecases.py) on the same servers, stop every server (in a ``finally``,
+also on Ctrl-C or SIGTERM), the real-traffic cases' scaling passes at other worker
+counts, forkserver's experiments against itself, then print the report and write the
+docs.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from bench.docroot import SMALL_FILE, ServedFile, build_docroot
 from bench.extras import ExtraFailure, measure_access_log, measure_idle_connections
 from bench.load import SMALL_KEEPALIVE, LoadCase, LoadFailure, WrkResult, build_cases, run_wrk
 from bench.machine import describe_machine
+from bench.markdown import format_ms
 from bench.memory import PssSampler
 from bench.prerequisites import Programs, ensure_benchmark_prerequisites
 from bench.processes import process_tree
@@ -35,7 +39,6 @@ from bench.report import (
     BenchmarkRun,
     ServerReport,
     draw_chart,
-    format_ms,
     format_rate,
     format_split,
     render_console,
@@ -50,6 +53,16 @@ from bench.servers import (
     StartContext,
     docroot_problems,
     start_server,
+)
+from bench.sitecases import (
+    SCALING_ROUNDS,
+    SCALING_SERVERS,
+    SiteLoad,
+    SiteRun,
+    load_site_cases,
+    prepare_site,
+    scaling_pass,
+    site_cases,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +83,11 @@ class Options:
     large_file_connections: int
     servers: tuple[str, ...]
     write_docs: bool
+    cases: tuple[str, ...]  # LoadCase and SiteCase keys to run
+    all_cases: bool  # every case runs: only then are the docs rewritten
+    site_workers: tuple[int, ...]  # worker counts of the real-traffic cases' passes
+    site_store: Path  # where the generated trees are kept between runs
+    output_dir: Path | None = None  # write the report here instead of docs/, whatever ran
 
 
 def start_servers(options: Options, programs: Programs, workdir: Path, docroot: Path,
@@ -131,7 +149,9 @@ def load_servers(options: Options, programs: Programs, cases: tuple[LoadCase, ..
     returns what the CPUs did meanwhile (None if no server could be loaded)."""
     if not servers:
         return None
-    warmup_case = next(case for case in cases if case.key == SMALL_KEEPALIVE)
+    warmup_case = next(case for case in build_cases(options.connections,
+                                                    options.large_file_connections)
+                       if case.key == SMALL_KEEPALIVE)
     roots = {server.name: server.pid for server in servers}
     with PssSampler(roots) as sampler:
         cpu_before, load_started = take_snapshot(roots), time.monotonic()
@@ -222,8 +242,10 @@ def run_extras(options: Options, programs: Programs, cases: tuple[LoadCase, ...]
     context = StartContext(workdir=workdir / "extras", docroot=workdir / "docroot",
                            workers=options.workers, programs=programs,
                            repo_root=REPO_ROOT, probe_path="/" + SMALL_FILE)
-    failures = []
-    small = next(case for case in cases if case.key == SMALL_KEEPALIVE)
+    failures: list[str] = []
+    small = next((case for case in cases if case.key == SMALL_KEEPALIVE), None)
+    if small is None:
+        return failures
     try:
         report.access_log = measure_access_log(context, programs.wrk, small)
         print(f"bench: access log on: {report.access_log.drop_percent:.1f}% fewer req/s",
@@ -242,14 +264,33 @@ def run_extras(options: Options, programs: Programs, cases: tuple[LoadCase, ...]
     return failures
 
 
-def write_documents(run: BenchmarkRun) -> None:
-    DOCS_DIRECTORY.mkdir(exist_ok=True)
-    chart_path = DOCS_DIRECTORY / CHART_NAME
+def site_load(options: Options, programs: Programs, workdir: Path, workers: int,
+              rounds: int) -> SiteLoad:
+    return SiteLoad(programs.wrk, workdir, options.connections, options.seconds, rounds,
+                    workers)
+
+
+def run_scaling_passes(options: Options, programs: Programs, workdir: Path, site: SiteRun,
+                       samples: dict[str, ServedFile]) -> None:
+    """The real-traffic cases again at each other worker count, forkserver and nginx."""
+    names = [name for name in options.servers if name in SCALING_SERVERS]
+    if not site.cases or not names:
+        return
+    for workers in site.worker_counts:
+        if workers != options.workers:
+            scaling_pass(site, site_load(options, programs, workdir, workers,
+                                         site.scaling_rounds),
+                         programs, names, workdir / "docroot", REPO_ROOT,
+                         "/" + SMALL_FILE, samples)
+
+
+def write_documents(run: BenchmarkRun, directory: Path = DOCS_DIRECTORY) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    chart_path = directory / CHART_NAME
     draw_chart(run, chart_path)
-    markdown_path = DOCS_DIRECTORY / MARKDOWN_NAME
+    markdown_path = directory / MARKDOWN_NAME
     markdown_path.write_text(render_markdown(run, CHART_NAME))
-    print(f"bench: wrote {markdown_path.relative_to(REPO_ROOT)} and "
-          f"{chart_path.relative_to(REPO_ROOT)}")
+    print(f"bench: wrote {markdown_path} and {chart_path}")
 
 
 def run_benchmark(options: Options) -> int:
@@ -258,7 +299,13 @@ def run_benchmark(options: Options) -> int:
     started = time.monotonic()
     programs = ensure_benchmark_prerequisites()
     machine = describe_machine(programs.nginx, programs.wrk, REPO_ROOT)
-    cases = build_cases(options.connections, options.large_file_connections)
+    cases = tuple(case for case in build_cases(options.connections,
+                                               options.large_file_connections)
+                  if case.key in options.cases)
+    site = SiteRun(site_cases(options.cases), options.workers,
+                   tuple(sorted({options.workers, *options.site_workers})),
+                   options.connections, options.rounds,
+                   min(SCALING_ROUNDS, options.rounds))
     reports = {name: ServerReport(name, note="") for name in options.servers}
     running: list[RunningServer] = []
     cpu: CpuUsage | None = None
@@ -266,12 +313,18 @@ def run_benchmark(options: Options) -> int:
         workdir = Path(temporary)
         workdir.chmod(0o755)  # nginx workers (user nobody) must reach the docroot
         files = build_docroot(workdir / "docroot")
+        site.trees, samples = prepare_site(site.cases, options.site_store,
+                                           workdir / "docroot", workdir)
+        files.update(samples)
         try:
             start_servers(options, programs, workdir, workdir / "docroot", reports, running)
             verified = check_docroots(running, files, reports)
             cpu = load_servers(options, programs, cases, verified, reports)
+            load_site_cases(site, site_load(options, programs, workdir, options.workers,
+                                            options.rounds), verified)
         finally:
             stop_servers(running, reports)
+        run_scaling_passes(options, programs, workdir, site, samples)
         extras_failures = []
         if FORKSERVER in options.servers and reports[FORKSERVER].not_benchmarked is None:
             extras_failures = run_extras(options, programs, cases, workdir, reports[FORKSERVER])
@@ -284,17 +337,23 @@ def run_benchmark(options: Options) -> int:
         others_cpu_percent=cpu.others_percent if cpu else None,
         steal_cpu_percent=cpu.steal_percent if cpu else None,
         extras_failures=extras_failures,
+        site=site if site.cases else None,
     )
     print(render_console(run))
     print(f"\nbench: finished in {run.elapsed_seconds:.0f} s")
     forkserver, nginx = run.server(FORKSERVER), run.server(NGINX)
     complete = all(server is not None and server.not_benchmarked is None
                    for server in (forkserver, nginx))
-    if options.write_docs and complete:
+    if options.output_dir is not None:
+        write_documents(run, options.output_dir)
+    elif options.write_docs and complete and options.all_cases:
         write_documents(run)
+    elif options.write_docs and not options.all_cases:
+        print("bench: docs/ left unchanged: --cases ran only some of the cases")
     elif options.write_docs:
         print("bench: docs/ left unchanged: forkserver and nginx were not both benchmarked")
     forkserver_failed = forkserver is not None and (
         forkserver.not_benchmarked is not None
-        or forkserver.failed_anywhere())
+        or forkserver.failed_anywhere()
+        or site.failed(FORKSERVER))
     return EXIT_FAILED if forkserver_failed else EXIT_OK
