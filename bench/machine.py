@@ -93,6 +93,6 @@ def describe_machine(nginx: str, wrk: str, repo_root: Path) -> Machine:
         nginx=first_match(r"nginx version: (\S+)", command_output([nginx, "-v"])),
         wrk=first_match(r"^(wrk \S+)", command_output([wrk, "-v"])),
         gunicorn=package_version("gunicorn"),
-        forkserver=package_version("forkserver"),
+        forkserver=package_version("forkserver-static"),  # the distribution name
         commit=git_commit(repo_root),
     )
