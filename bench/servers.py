@@ -358,6 +358,17 @@ events {{
 
 http {{
     default_type application/octet-stream;
+    # The site-mix types, so nginx labels them as forkserver does (a lookup each).
+    types {{
+        text/html html;
+        text/css css;
+        text/javascript js;
+        application/json json;
+        image/png png;
+        image/jpeg jpg;
+        image/svg+xml svg;
+        font/woff2 woff2;
+    }}
     sendfile on;
     tcp_nopush on;
     access_log off;
