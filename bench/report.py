@@ -577,6 +577,7 @@ def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
         "process tree (master + workers), sampled every 100 ms while the load runs.",
         "- The load generator shares the machine's CPUs with the server, so on a small "
         "machine every number is partly a measure of how little CPU a server needs.",
+        "- The real-traffic cases (site mix, cold) are described in their own section.",
         "",
         "## Results",
         "",
@@ -608,7 +609,8 @@ def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
     parts += [
         "## Running it",
         "",
-        "`make bench` runs `python -m bench` (about three minutes; installs nginx-light and "
+        "`make bench` runs `python -m bench` (about six minutes, half of it the real-traffic "
+        "cases; the first run also generates their trees; installs nginx-light and "
         "wrk with apt-get and gunicorn and matplotlib with pip when they are missing). Flags:",
         "",
         "- `--quick`: one round of 2 s per case (about 40 s; noisier).",

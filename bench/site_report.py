@@ -193,8 +193,9 @@ def method_lines(site: SiteRun) -> list[str]:
         f"case at {site.main_workers} workers with every server, "
         f"{site.scaling_rounds} round(s) at the other worker counts (forkserver and nginx "
         "only); the tables show the median round by req/s.",
-        "- Server CPU per request: user + system CPU of the workers (`/proc/PID/stat`) "
-        "during the round, divided by the requests wrk completed; the median round.",
+        "- Server CPU per request: user + system CPU of the workers (`/proc/PID/stat`; "
+        "http.server's one process) during the round, divided by the requests wrk "
+        "completed; the median round.",
         "- System calls per request: one more round per case with a counter attached to "
         "the workers of forkserver and nginx, "
         + ("`perf stat -e raw_syscalls:sys_enter` (plus `syscalls:sys_enter_*` for the "
@@ -202,7 +203,8 @@ def method_lines(site: SiteRun) -> list[str]:
                               for m in site.measurements.values())
            else "`strace -c -f` (perf was not usable), which slows the server")
         + ": calls divided by the requests wrk completed in that round; its req/s are "
-        "not used.",
+        "not used. nginx's two `setsockopt` per request are `TCP_CORK` on and off around "
+        "`sendfile` (`tcp_nopush on` in the bench's nginx.conf).",
         "- Peak PSS: the whole process tree (master + workers), sampled every 100 ms while "
         "the case ran.",
     ]

@@ -189,7 +189,10 @@ def site_round(load: SiteLoad, case: SiteCase, server: RunningServer,
     else:
         before = tree_cpu(server.pid)
         outcome = run_wrk_command(command, load.seconds)
-        split = worker_cpu_split(before, tree_cpu(server.pid), server.pid)
+        after = tree_cpu(server.pid)
+        # A server of one process (http.server) serves from its master.
+        split = worker_cpu_split(before, after, server.pid) or (
+            after.get(server.pid, 0.0) - before.get(server.pid, 0.0),)
         cpu_us = None
         if isinstance(outcome, WrkResult) and outcome.requests:
             cpu_us = sum(split) / outcome.requests * MICROSECONDS
