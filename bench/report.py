@@ -609,7 +609,7 @@ def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
     parts += [
         "## Running it",
         "",
-        "`make bench` runs `python -m bench` (about six minutes, half of it the real-traffic "
+        "`make bench` runs `python -m bench` (about seven minutes, half of it the real-traffic "
         "cases; the first run also generates their trees; installs nginx-light and "
         "wrk with apt-get and gunicorn and matplotlib with pip when they are missing). Flags:",
         "",

@@ -185,7 +185,8 @@ def method_lines(site: SiteRun) -> list[str]:
         "URL paths (the same for every server): *uniform* over every file of the tree, or "
         f"*Zipf* (the k-th most popular file weighs 1/k^{ZIPF_EXPONENT:g}). *cold* is "
         "uniform over a tree far larger than forkserver's per-worker caches, so nearly "
-        "every request misses them.",
+        "every request misses them (the kernel's page cache still holds the tree: cold "
+        "for the servers' own caches, not for the disk).",
         "- Every request head is distinct, like browsers': a `Cookie` with a per-request "
         "counter, and rotating `User-Agent`, `Accept-Language` and `Accept-Encoding`; "
         "`Accept` follows the file type; about 700 bytes per head.",
