@@ -111,8 +111,18 @@ def etag(st: os.stat_result) -> str:
 
 
 # entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE; etagc = %x21 / %x23-7E / obs-text
-_ENTITY_TAG = r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"'
-_ETAG_LIST = re.compile(rf"[ \t,]*{_ENTITY_TAG}(?:[ \t]*,[ \t,]*(?:{_ENTITY_TAG})?)*[ \t,]*")
+# (RFC 9110 §8.8.3). etagc excludes DQUOTE, so a tag ends at its second quote.
+_ENTITY_TAG = r'(?:W/)?+"[\x21\x23-\x7e\x80-\xff]*+"'
+# #entity-tag with empty members (§5.6.1.2): OWS and commas around the tags, at least
+# one comma between two tags. Every quantifier is possessive, so the pattern never
+# backtracks and runs in time linear in the value. Issue 13: with plain quantifiers,
+# "[ \t]*," and "[ \t,]*" could split a run of commas in 2**n ways, and
+# '"a",,,,…,x' (30 commas) hung a worker for minutes. No choice is lost: a run of
+# separators can only ever be followed by a tag or the end, and a tag by OWS and a
+# comma or the end, so the first way to consume each run is the only one.
+_ETAG_LIST = re.compile(
+    rf"[ \t,]*+{_ENTITY_TAG}(?:[ \t]*+,[ \t,]*+(?:{_ENTITY_TAG})?+)*+[ \t,]*+"
+)
 _ETAG = re.compile(_ENTITY_TAG)
 
 STAR = "*"

@@ -122,6 +122,13 @@ def test_etag_is_strong_and_built_from_inode_size_and_mtime_ns() -> None:
         ('"a', None),
         ("", None),
         ('"a\\"', ['"a\\"']),  # no escaping inside an entity-tag: a backslash is data
+        # Runs of separators (issue 13: these once took exponential time)
+        ('"a",,,,"b"', ['"a"', '"b"']),
+        ('"a" ,, ,\t, "b" ,', ['"a"', '"b"']),
+        (",,,", None),  # no entity-tag at all
+        ('"a"' + "," * 30 + "x", None),
+        ('"a"' + " ," * 30 + ' "b" x', None),
+        ('"a' + "," * 30, None),  # the quote never closes
     ],
 )
 def test_rfc9110_8_8_3_entity_tag_lists(value: str, tags: list[str] | None) -> None:
