@@ -709,14 +709,62 @@ class Entry:
 # -- reading the YAML with line marks -------------------------------------------------
 
 
+# A configuration file is read on every reload by the master itself, so what a file can
+# cost is bounded before PyYAML sees it or while it reads it, never after. A real file
+# is a few KiB, a handful of levels deep, with a few hundred values; each bound is far
+# above that and far below what would take a noticeable time (pure-Python PyYAML reads
+# about 500 KiB a second).
+MAX_FILE_BYTES = 256 * 1024
+# PyYAML's composer and constructor recurse once per level: "workers: [[[[…" thousands
+# deep ends in RecursionError after seconds of work. Events are counted instead.
+MAX_NESTING = 32
+# Aliases share nodes, but anything walking a value walks every path through it: nine
+# aliases of nine aliases (a "billion laughs") is 9**9 values. Counting each alias at
+# the size of what it names bounds every walk of the document, merges included.
+MAX_VALUES = 100_000
+# One value longer than this is a mistake (a pasted file?); it also bounds the work of
+# YAML 1.1's base-60 integers ("1:0:0:…"), whose cost grows with the square of their length.
+MAX_SCALAR_CHARS = 16_384
+# An integer that needs more digits than this is no port, count or size: refusing it
+# keeps int("1" * 5000) (Python refuses > 4300 digits) and huge hex numbers out.
+MAX_INTEGER_CHARS = 64
+# Explicit tags accepted: the standard scalar ones, harmless (they only say which plain
+# type a scalar is, e.g. "!!str 0660"), and "!" (non-specific: a string). Every other
+# tag (!!binary, !!set, !!omap, !!python/…, local ones such as !env) is refused, on a
+# key or a value alike: forkserver reads plain data and nothing would interpret them.
+YAML_TAG_PREFIX = "tag:yaml.org,2002:"
+ACCEPTED_TAGS = frozenset(
+    {"!"} | {YAML_TAG_PREFIX + t for t in ("str", "int", "float", "bool", "null")}
+)
+MERGE_TAG = YAML_TAG_PREFIX + "merge"
+# Top-level keys starting with this are ignored: a place for anchors that merge keys use
+# (the convention of docker compose's "extension fields").
+EXTENSION_PREFIX = "x-"
+
+
 def read_text(path: str, *, label: str) -> str:
     """The file's text; ConfigError with one clear line (naming ``label``) when unreadable."""
     try:
         with open(path, "rb") as stream:
-            data = stream.read()
+            # One byte more than allowed tells "too big" from "exactly the limit" without
+            # reading a huge file (or an endless one such as /dev/zero) into memory.
+            data = stream.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ConfigError([f"{label}: cannot read the configuration file: {reason}"]) from None
+    if len(data) > MAX_FILE_BYTES:
+        line = data.count(b"\n", 0, MAX_FILE_BYTES) + 1
+        raise ConfigError([
+            f"{label}:{line}: the file is larger than {MAX_FILE_BYTES // 1024} KiB; "
+            "a configuration is a few KiB (is this the right file?)"
+        ])
+    if b"\0" in data:
+        # A NUL byte means a binary file (or UTF-16 text): say so before YAML's
+        # "special characters are not allowed" and before the UTF-8 check.
+        line = data.count(b"\n", 0, data.index(b"\0")) + 1
+        raise ConfigError([
+            f"{label}:{line}: the file contains a NUL byte; a configuration is UTF-8 text"
+        ])
     try:
         # utf-8-sig: a BOM left by a Windows editor is not part of the first key.
         return data.decode("utf-8-sig")
@@ -760,6 +808,159 @@ def yaml_error_problem(path: str, source: str, exc: yaml.YAMLError) -> str:
     return f"{path}: YAML syntax error: {exc}"
 
 
+def short_tag(tag: str) -> str:
+    """``tag:yaml.org,2002:binary`` → ``!!binary``, as it is written in a file."""
+    return "!!" + tag[len(YAML_TAG_PREFIX):] if tag.startswith(YAML_TAG_PREFIX) else tag
+
+
+class YamlRefused(Exception):
+    """The document breaks a bound or the tag rule at ``event``: stop reading it."""
+
+    def __init__(self, event: yaml.Event, reason: str) -> None:
+        super().__init__(reason)
+        mark = event.start_mark  # the parser marks every event; None only in the stubs
+        self.line, self.column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        self.reason = reason
+
+    def problem(self, path: str) -> str:
+        return f"{path}:{self.line}:{self.column}: YAML error: {self.reason}"
+
+
+class GuardedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, checking each parser event before the composer sees it.
+
+    The parser and scanner are iterative, the composer and constructor recursive, so
+    nesting, alias expansion and tags are all judged here, one event at a time, and
+    the document is refused (YamlRefused) before any of them can cost anything.
+    """
+
+    def __init__(self, source: str) -> None:
+        super().__init__(source)
+        self.depth = 0
+        self.values = 0  # nodes so far, each alias counted at the size of what it names
+        self.open: list[tuple[str | None, int]] = []  # (anchor, values before) per level
+        self.sizes: dict[str, int] = {}  # anchor → values under it, aliases expanded
+        self.tag_problems: list[YamlRefused] = []  # all reported together, after reading
+
+    def get_event(self) -> yaml.Event:
+        event: yaml.Event = super().get_event()  # type: ignore[no-untyped-call]  # untyped stub
+        self.guard(event)
+        return event
+
+    def guard(self, event: yaml.Event) -> None:
+        if isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for anchor, _ in self.open):
+                raise YamlRefused(event, f"the alias *{event.anchor} is inside its own anchor "
+                                        f"&{event.anchor} (a value cannot contain itself)")
+            self.count(event, self.sizes.get(event.anchor or "", 0))
+            return
+        if isinstance(event, yaml.NodeEvent):  # scalars and collection starts
+            tag = getattr(event, "tag", None)
+            if tag is not None and tag not in ACCEPTED_TAGS:
+                self.tag_problems.append(YamlRefused(event, (
+                    f"the tag {short_tag(tag)} is not accepted (forkserver reads plain "
+                    "data; only !!str, !!int, !!float, !!bool and !!null may be written)"
+                )))
+            self.count(event, 1)
+        if isinstance(event, yaml.ScalarEvent):
+            if len(event.value) > MAX_SCALAR_CHARS:
+                raise YamlRefused(event, f"a value longer than {MAX_SCALAR_CHARS} characters")
+            if event.anchor is not None:
+                self.sizes[event.anchor] = 1
+        elif isinstance(event, yaml.CollectionStartEvent):
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise YamlRefused(event, f"lists and mappings nested more than {MAX_NESTING} "
+                                        "deep")
+            self.open.append((event.anchor, self.values - 1))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            self.depth -= 1
+            anchor, before = self.open.pop()
+            if anchor is not None:
+                self.sizes[anchor] = self.values - before
+
+    def count(self, event: yaml.Event, values: int) -> None:
+        self.values += values
+        if self.values > MAX_VALUES:
+            raise YamlRefused(event, (
+                f"more than {MAX_VALUES} values once aliases are expanded (aliases of "
+                "aliases multiply: is this an alias bomb?)"
+            ))
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        self.merge(node, 1)
+
+    def merge(self, node: yaml.MappingNode, depth: int) -> None:
+        """Apply merge keys (``<<: *defaults``) in place, as YAML 1.1 defines them.
+
+        Replaces PyYAML's version, which keeps overridden entries (fine for a dict, but
+        this reader reports repeated keys) and recurses without bound through chains of
+        merges. The mapping's own entries win over merged ones; of several merged
+        mappings (``<<: [*a, *b]``) the first wins. Merged entries keep their nodes, so
+        their lines in messages are where they are written (in the anchored mapping).
+        Applying it twice changes nothing, so a mapping reached through two aliases
+        reads the same both times.
+        """
+        if depth > MAX_NESTING:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"merge keys ('<<') nested more than {MAX_NESTING} deep",
+                node.start_mark,
+            )
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        merged: list[tuple[yaml.Node, yaml.Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != MERGE_TAG:
+                own.append((key_node, value_node))
+                continue
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [
+                value_node]
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode):
+                    raise yaml.constructor.ConstructorError(
+                        None, None,
+                        "a merge key '<<' takes a mapping or a list of mappings, such as "
+                        "'<<: *defaults' (write '\"<<\"' for a key of that name)",
+                        source.start_mark,
+                    )
+                self.merge(source, depth + 1)
+                merged.extend(source.value)
+        taken = {entry_identity(key) for key, _ in own}
+        kept = []
+        for key, value in merged:
+            if entry_identity(key) not in taken:
+                taken.add(entry_identity(key))
+                kept.append((key, value))
+        node.value = kept + own
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        if len(node.value) > MAX_INTEGER_CHARS:
+            raise ValueError(f"an integer longer than {MAX_INTEGER_CHARS} characters")
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_word(self, node: yaml.ScalarNode) -> str:
+        return str(self.construct_scalar(node))
+
+
+GuardedLoader.add_constructor(YAML_TAG_PREFIX + "int", GuardedLoader.construct_yaml_int)
+# YAML 1.1 gives a plain "<<" and "=" types of their own (merge, value), which mean
+# something only as a key; anywhere else they are the text they look like.
+for _special in ("merge", "value"):
+    GuardedLoader.add_constructor(YAML_TAG_PREFIX + _special, GuardedLoader.construct_yaml_word)
+
+
+def entry_identity(key: yaml.Node) -> object:
+    """What makes two mapping keys the same key: the same tag and text for a scalar."""
+    return (key.tag, key.value) if isinstance(key, yaml.ScalarNode) else id(key)
+
+
+class Unreadable(Exception):
+    """PyYAML could not build a value: ``reason`` says why, for "KEY: unreadable value: …"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class FileReader:
     """Walks the composed YAML node tree, so each key keeps its line.
 
@@ -768,7 +969,7 @@ class FileReader:
     Values are still built by PyYAML's SafeConstructor, so no tag can run code.
     """
 
-    def __init__(self, path: str, loader: yaml.SafeLoader) -> None:
+    def __init__(self, path: str, loader: GuardedLoader) -> None:
         self.path = path
         self.loader = loader
         self.entries: list[Entry] = []
@@ -778,17 +979,48 @@ class FileReader:
     def report(self, line: int, key: str, message: str) -> None:
         self.problems.append(((FILE_RANK, line), f"{self.path}:{line}: {key}: {message}"))
 
+    def construct(self, node: yaml.Node) -> object:
+        """The value of ``node``, or Unreadable with the reason PyYAML could not build it.
+
+        Tags were vetted while reading, so what fails here is a scalar that does not
+        fit its type ("!!int abc", "!!bool maybe", "0x_", "2001-13-45") or a bad merge.
+        """
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            raise Unreadable(exc.problem or "cannot be read") from None
+        except KeyError as exc:  # SafeConstructor's !!bool looks the word up in a dict
+            raise Unreadable(f"{show(exc.args[0])} is not a YAML boolean") from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise Unreadable(str(exc)) from None
+
+    def entries_of(self, node: yaml.MappingNode, key: str) -> list[tuple[yaml.Node, yaml.Node]]:
+        """A mapping's entries with merge keys applied; [] and a problem if they cannot be."""
+        try:
+            self.loader.flatten_mapping(node)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or node.start_mark
+            self.report(mark.line + 1, key or "<<", exc.problem or "bad merge key")
+            return []
+        return list(node.value)
+
     def read_mapping(self, node: yaml.MappingNode, section: str = "") -> None:
         prefix = section + "." if section else ""
         first_line: dict[str, int] = {}
-        for key_node, value_node in node.value:
+        for key_node, value_node in self.entries_of(node, section):
             line = key_node.start_mark.line + 1
-            name = self.key_name(key_node)
+            try:
+                name = self.key_name(key_node)
+            except Unreadable as exc:
+                self.report(line, prefix + show(key_node.value), f"unreadable key: {exc.reason}")
+                continue
             if name is None:
-                shown = show(self.loader.construct_object(key_node)) if isinstance(
+                shown = show(self.construct(key_node)) if isinstance(
                     key_node, yaml.ScalarNode) else "a list or mapping"
                 self.report(line, prefix + shown, "a key must be a name such as 'port'")
                 continue
+            if not section and name.startswith(EXTENSION_PREFIX):
+                continue  # "x-defaults: &defaults {…}": only there to be merged elsewhere
             key = prefix + name
             if key in first_line:
                 self.report(line, key, f"duplicate key, first given at line {first_line[key]}")
@@ -804,7 +1036,7 @@ class FileReader:
     def key_name(self, node: yaml.Node) -> str | None:
         if not isinstance(node, yaml.ScalarNode):
             return None
-        name = self.loader.construct_object(node)
+        name = self.construct(node)
         return name if isinstance(name, str) else None
 
     def read_section(self, section: str, line: int, node: yaml.Node) -> None:
@@ -813,7 +1045,11 @@ class FileReader:
         elif node.tag == NULL_TAG:  # "timeouts:" with every child commented out is fine
             self.empty_sections[section] = line  # unless its children follow unindented
         else:
-            value = self.loader.construct_object(node, deep=True)
+            try:
+                value = self.construct(node)
+            except Unreadable as exc:
+                self.report(line, section, f"unreadable value: {exc.reason}")
+                return
             children = ", ".join(k.partition(".")[2] for k in SCHEMA if k.startswith(section))
             self.report(line, section, (
                 f"{show(value)} is {kind_of(value)}, expected a mapping of {children}"
@@ -829,17 +1065,19 @@ class FileReader:
             and not node.style
             and SURPRISING_INT.fullmatch(node.value)
         ):
-            number = self.loader.construct_object(node)
+            try:
+                number = self.construct(node)
+            except Unreadable as exc:
+                self.report(line, key, f"unreadable value: {exc.reason}")
+                return
             fix = ("quote it: socket_mode: '0660'" if key == "socket_mode" else
                    "write it without a leading zero or colon, or quote it")
             self.report(line, key, f"{show(node.value)} is read by YAML 1.1 as {number}; {fix}")
             return
         try:
-            value = self.loader.construct_object(node, deep=True)
-        except yaml.MarkedYAMLError as exc:  # an unknown tag such as "!env HOME"
-            self.report(line, key, f"unreadable value: {exc.problem}")
-        except (ValueError, TypeError) as exc:  # a bad explicit tag such as "!!int abc"
-            self.report(line, key, f"unreadable value: {exc}")
+            value = self.construct(node)
+        except Unreadable as exc:  # "!!int abc", or a merge key taking a string
+            self.report(line, key, f"unreadable value: {exc.reason}")
         else:
             # A list's entries keep their lines too, for one message per bad entry.
             lines: dict[object, int] = {}
@@ -851,16 +1089,13 @@ class FileReader:
         """A mapping-valued key, keeping each entry's line for its own messages."""
         value: dict[object, object] = {}
         lines: dict[object, int] = {}
-        for name_node, item_node in node.value:
+        for name_node, item_node in self.entries_of(node, key):
             item_line = name_node.start_mark.line + 1
             try:
-                name = self.loader.construct_object(name_node, deep=True)
-                item = self.loader.construct_object(item_node, deep=True)
-            except yaml.MarkedYAMLError as exc:
-                self.report(item_line, key, f"unreadable entry: {exc.problem}")
-                continue
-            except (ValueError, TypeError) as exc:
-                self.report(item_line, key, f"unreadable entry: {exc}")
+                name = self.construct(name_node)
+                item = self.construct(item_node)
+            except Unreadable as exc:
+                self.report(item_line, key, f"unreadable entry: {exc.reason}")
                 continue
             if isinstance(name, list | dict):
                 self.report(item_line, key, f"{show(name)} is {kind_of(name)}, not a name")
@@ -886,12 +1121,24 @@ def read_entries(path: str, source: str) -> tuple[list[Entry], list[Problem]]:
     ``path`` is only used in messages. Raises ConfigError at once for a file that
     cannot be read as YAML at all or whose top level is not a mapping.
     """
+    if not source.strip():
+        # Zero bytes is what an interrupted write or a stray "> site.yaml" leaves; taken
+        # as "every default", a reload would serve the file's directory on port 8080.
+        raise ConfigError([
+            f"{path}:1: the file is empty (to use every default on purpose, write a "
+            "comment or '{}' in it)"
+        ])
     try:
         # The constructor already scans for forbidden characters (a ReaderError).
-        loader = yaml.SafeLoader(source)
+        loader = GuardedLoader(source)
         root = loader.get_single_node()
     except yaml.YAMLError as exc:
         raise ConfigError([yaml_error_problem(path, source, exc)]) from None
+    except YamlRefused as exc:
+        raise ConfigError([exc.problem(path)]) from None
+    if loader.tag_problems:
+        loader.dispose()
+        raise ConfigError([refused.problem(path) for refused in loader.tag_problems])
     try:
         reader = FileReader(path, loader)
         if root is None or root.tag == NULL_TAG:  # empty, comments, "---": all defaults
