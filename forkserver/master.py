@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from forkserver.config import Config, load_config
+from forkserver.config import Config, environment_problems, load_config
 from forkserver.errors import ConfigError, StartupError
 from forkserver.listeners import (
     INHERIT_ENV,
@@ -441,13 +441,36 @@ class Master:
             self.pending_reload = self.generation.number
 
     def reload(self, source: str | None) -> None:
+        """Start a new generation from the file, or log why not and change nothing.
+
+        No reload may end the master: whatever a file or the system does to the
+        loading and preparing below (a bug of ours included) is an Exception logged
+        as "reload failed", and the old generation goes on serving. Only what is not
+        an Exception (SystemExit, KeyboardInterrupt) goes through.
+        """
+        old = self.generation
+        try:
+            self.start_generation(source)
+        except Exception as exc:
+            where = traceback.format_exc().rstrip().replace("\n", " | ")
+            self.log.error(
+                f"reload failed: unexpected {type(exc).__name__}: {exc}; still serving "
+                f"generation {old.number} ({where})"
+            )
+
+    def start_generation(self, source: str | None) -> None:
         old = self.generation
         try:
             # Relative command-line paths mean what they meant at start-up, even after
             # daemonizing changed the working directory to /.
             config = load_config(source, self.start.overrides, cwd=self.start.cwd)
+            # What --check and start-up refuse (docroot unreadable, log directory
+            # missing, unknown user) is refused by a reload too, before anything changes.
+            problems = environment_problems(config)
         except ConfigError as exc:
-            for problem in exc.problems:
+            problems = exc.problems
+        if problems:
+            for problem in problems:
                 self.log.error(f"reload: {problem}")
             self.log.error(f"reload failed; still serving generation {old.number}")
             return
@@ -467,7 +490,14 @@ class Master:
             self.update_socket_permissions(config)
         try:
             generation = self.make_generation(old.number + 1, config, listeners)
-        except OSError as exc:
+        except BaseException as exc:
+            # A listener bound for this reload serves nobody now: close it (and its
+            # socket file), or the new port would stay bound with no worker behind it.
+            for sock in listeners:
+                if sock not in old.listeners:
+                    self.close_listener(sock)
+            if not isinstance(exc, OSError):
+                raise
             self.log.error(f"reload: cannot open log file: {exc.strerror}; still serving")
             return
         changes = describe_changes(old.config, config)
