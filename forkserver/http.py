@@ -316,14 +316,12 @@ def _head_error(text: str, limits: Limits) -> HttpError | None:
 
 def _join_repeated(pairs: list[tuple[str, str]]) -> dict[str, str]:
     """Header dict for a head with repeated names: values joined with ", " (RFC 9110 §5.3)."""
-    headers: dict[str, str] = {}
+    # Gathered, then joined once: appending each repeat to the joined string would copy
+    # the growing value again for every field, quadratic in the number of repeats.
+    values: dict[str, list[str]] = {}
     for name, value in pairs:
-        key = name.lower()
-        if key in headers:
-            headers[key] = f"{headers[key]}, {value}"
-        else:
-            headers[key] = value
-    return headers
+        values.setdefault(name.lower(), []).append(value)
+    return {key: ", ".join(parts) for key, parts in values.items()}
 
 
 def _valid_host(value: str) -> bool:
