@@ -103,7 +103,18 @@ from forkserver.conditional import (
 )
 from forkserver.config import Config
 from forkserver.errors import HttpError, StartupError
-from forkserver.http import Request
+from forkserver.http.request import Request
+from forkserver.http.response import (
+    NOSNIFF,
+    REASONS,
+    FileBody,
+    Plan,
+    SharedDescriptor,
+    close_body,
+    encode_fields,
+    file_version,
+    keeps_alive,
+)
 from forkserver.mime import CONTENT_TYPES, DEFAULT_TYPE, ContentTypes, content_type
 from forkserver.negotiate import BR, GZIP, choose_encoding, prefers_json
 from forkserver.ranges import ByteRange, content_range, multipart_framing, parse_range
@@ -111,12 +122,15 @@ from forkserver.ranges import ByteRange, content_range, multipart_framing, parse
 __all__ = [
     "CONTENT_TYPES",
     "DEFAULT_TYPE",
+    "NOSNIFF",
     "REASONS",
     "FileBody",
     "Plan",
     "ResolvedPath",
     "StaticSite",
+    "close_body",
     "content_type",
+    "encode_fields",
     "etag",
     "file_version",
     "http_date",
@@ -124,39 +138,11 @@ __all__ = [
     "server_header",
 ]
 
-# Reason phrases for the status line (RFC 9110 §15); the worker imports this table.
-REASONS: dict[int, str] = {
-    200: "OK",
-    204: "No Content",
-    206: "Partial Content",
-    301: "Moved Permanently",
-    302: "Found",
-    304: "Not Modified",
-    307: "Temporary Redirect",
-    308: "Permanent Redirect",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    412: "Precondition Failed",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    416: "Range Not Satisfiable",
-    417: "Expectation Failed",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
-
 # Methods this server knows but never serves (RFC 9110 §9, plus PATCH from RFC 5789):
 # 405 with Allow. Every other token is one we do not recognise: 501 (RFC 9110 §15.6.2).
 KNOWN_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH", "TRACE", "CONNECT", "OPTIONS"})
 ALLOW = "GET, HEAD"
 INDEX_FILE = "index.html"
-NOSNIFF = ("X-Content-Type-Options", "nosniff")
 HTML_TYPE = "text/html; charset=utf-8"
 JSON_TYPE = CONTENT_TYPES["json"]
 ACCEPT_RANGES = ("Accept-Ranges", "bytes")
@@ -281,66 +267,6 @@ def _hidden(names: list[str]) -> bool:
     )
 
 
-# -- plans -----------------------------------------------------------------------------
-@dataclass(slots=True)
-class FileBody:
-    """A byte range of an open file that the worker sends (``os.sendfile``) and closes.
-
-    ``version`` is the file's (size, mtime) when the response was planned: the worker
-    stops sending when the open file no longer matches it, so one response never
-    carries bytes of two versions of a file (``cp`` and shell redirection rewrite in
-    place). None: never checked.
-    """
-
-    fd: int
-    offset: int
-    length: int
-    version: tuple[int, int] | None = None
-    # Set when ``fd`` is the open-file cache's own descriptor, lent for this response
-    # (a dup + close per hit cost two syscalls of six): hand it back with close_body.
-    lender: _Cached | None = None
-
-
-def close_body(body: FileBody) -> None:
-    """Close a FileBody's descriptor, or hand a lent one back to its cache entry."""
-    entry = body.lender
-    if entry is None:
-        os.close(body.fd)
-        return
-    body.lender = None
-    entry.borrowers -= 1
-    if entry.borrowers == 0 and entry.forgotten:
-        os.close(entry.fd)
-
-
-@dataclass(slots=True)
-class Plan:
-    """Everything the worker needs to answer a request.
-
-    ``headers`` holds every response field except Date, Server and Connection, which
-    the worker adds. ``body`` is sent after the head; ``file`` (when set) after that;
-    then each segment of ``rest`` in order (a multipart/byteranges body alternates part
-    heads and file ranges). The worker closes every FileBody it is handed, so each owns
-    its descriptor (several ranges of one file take os.dup copies).
-    ``close`` asks the worker to close the connection after this response.
-    ``encoded``, when not empty, is ``headers`` already encoded by ``encode_fields``
-    (a cache hit reuses the bytes instead of encoding every field again).
-    """
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes = b""
-    file: FileBody | None = None
-    close: bool = False
-    rest: list[bytes | FileBody] | None = None
-    encoded: bytes = b""
-
-
-def encode_fields(headers: list[tuple[str, str]]) -> bytes:
-    """Field lines as they go on the wire: ``Name: value`` CRLF each, latin-1."""
-    return "".join([f"{name}: {value}\r\n" for name, value in headers]).encode("latin-1")
-
-
 def _page(status: int) -> bytes:
     """The HTML body for a status: fixed text only, never any request input."""
     title = f"{status} {REASONS.get(status, 'Error')}"
@@ -413,16 +339,11 @@ class _Cached:
     tag: str
     last_modified: int
     content: bytes  # the body, for files up to CACHE_INLINE_BYTES
-    fd: int  # else an open descriptor of the file (-1 when ``content`` holds it)
+    # Else the cache's reference to the file's descriptor (None when ``content`` holds
+    # it); each response lent it holds one more, so it closes when the last is done.
+    descriptor: SharedDescriptor | None
     version: tuple[int, int]  # file_version when it was opened
     expires: float  # monotonic time after which the next hit takes the full path
-    borrowers: int = 0  # responses sending from ``fd`` right now
-    forgotten: bool = False  # out of the cache: ``fd`` closes when the last one is done
-
-
-def file_version(st: os.stat_result) -> tuple[int, int]:
-    """What a write or truncate to a file changes; rename and unlink change neither."""
-    return (st.st_size, st.st_mtime_ns)
 
 
 class StaticSite:
@@ -486,7 +407,7 @@ class StaticSite:
             result = self.error_plan(405)
         else:
             result = self.error_plan(501)
-        if request.content_length:
+        if not keeps_alive(request, result):
             result.close = True
         return result
 
@@ -536,8 +457,8 @@ class StaticSite:
             ]
             if head or not st.st_size:
                 return Plan(status, headers)
-            body = FileBody(fd, 0, st.st_size, file_version(st))
-            fd = -1
+            body = FileBody(SharedDescriptor(fd), 0, st.st_size, file_version(st))
+            fd = -1  # the body holds it now
             return Plan(status, headers, file=body)
         except OSError:
             return None
@@ -641,7 +562,8 @@ class StaticSite:
             ):
                 entry = _Cached(
                     list(headers), encode_fields(headers), list(validators), tag,
-                    last_modified, b"", -1, version, time.monotonic() + CACHE_RECHECK_SECONDS,
+                    last_modified, b"", None, version,
+                    time.monotonic() + CACHE_RECHECK_SECONDS,
                 )
                 if size <= CACHE_INLINE_BYTES:
                     content = os.pread(fd, size, 0)
@@ -650,14 +572,14 @@ class StaticSite:
                         self._remember(request.path, entry)
                         return Plan(200, headers, body=content)
                 else:
-                    try:
-                        entry.fd = os.dup(fd)
-                    except OSError:
-                        pass  # the descriptor table is full: serve it uncached
-                    else:
-                        self._remember(request.path, entry)
-            body = FileBody(fd, 0, size, version)
-            fd = -1  # the worker owns it now
+                    # The cache and this response share the one open descriptor.
+                    descriptor = SharedDescriptor(fd)
+                    fd = -1
+                    entry.descriptor = descriptor.share()
+                    self._remember(request.path, entry)
+                    return Plan(200, headers, file=FileBody(descriptor, 0, size, version))
+            body = FileBody(SharedDescriptor(fd), 0, size, version)
+            fd = -1  # the body holds it now
             return Plan(200, headers, file=body)
         finally:
             if fd >= 0:
@@ -678,11 +600,13 @@ class StaticSite:
             )
             if answer is not None:
                 return answer
-        if entry.fd < 0 or head:
+        descriptor = entry.descriptor
+        if descriptor is None or head:
             body = b"" if head else entry.content
             return Plan(200, list(entry.headers), body, encoded=entry.encoded)
-        entry.borrowers += 1  # until the worker's close_body
-        lent = FileBody(entry.fd, 0, entry.version[0], entry.version, entry)
+        # Lent: the response holds a reference until the worker's close_body (a dup +
+        # close per hit cost two syscalls of six).
+        lent = FileBody(descriptor.share(), 0, entry.version[0], entry.version)
         return Plan(200, list(entry.headers), file=lent, encoded=entry.encoded)
 
     def _precondition_answer(
@@ -704,7 +628,7 @@ class StaticSite:
     def _remember(self, path: str, entry: _Cached) -> None:
         self._forget(path)
         size = len(entry.content)
-        descriptors = 1 if entry.fd >= 0 else 0
+        descriptors = 0 if entry.descriptor is None else 1
         while self._cache and (
             self._cache_bytes + size > CACHE_TOTAL_BYTES
             or self._cache_descriptors + descriptors > CACHE_DESCRIPTORS
@@ -733,11 +657,9 @@ class StaticSite:
         entry = self._cache.pop(path, None)
         if entry is not None:
             self._cache_bytes -= len(entry.content)
-            if entry.fd >= 0:
+            if entry.descriptor is not None:
                 self._cache_descriptors -= 1
-                entry.forgotten = True
-                if not entry.borrowers:
-                    os.close(entry.fd)
+                entry.descriptor.close()  # open until the last lent response is done
 
     def _partial(
         self, parts: list[ByteRange], headers: list[tuple[str, str]], fd: int, size: int,
@@ -756,8 +678,8 @@ class StaticSite:
                     "Content-Length": str(part.length),
                     "Content-Range": content_range(part, size),
                 })
-                body = FileBody(fd, part.first, part.length, version)
-                fd = -1
+                body = FileBody(SharedDescriptor(fd), part.first, part.length, version)
+                fd = -1  # the body holds it now
                 return Plan(206, partial, file=body)
             boundary = secrets.token_hex(BOUNDARY_BYTES)
             heads, closing, total = multipart_framing(parts, size, media_type, boundary)
@@ -769,15 +691,17 @@ class StaticSite:
             try:
                 for part_head, part in zip(heads[1:], parts[1:], strict=True):
                     rest.append(part_head)
-                    rest.append(FileBody(os.dup(fd), part.first, part.length, version))
+                    rest.append(FileBody(
+                        SharedDescriptor(os.dup(fd)), part.first, part.length, version
+                    ))
             except OSError:
                 for segment in rest:
                     if isinstance(segment, FileBody):
-                        os.close(segment.fd)
+                        close_body(segment)
                 raise
             rest.append(closing)
-            first = FileBody(fd, parts[0].first, parts[0].length, version)
-            fd = -1
+            first = FileBody(SharedDescriptor(fd), parts[0].first, parts[0].length, version)
+            fd = -1  # the body holds it now
             return Plan(206, multipart, body=heads[0], file=first, rest=rest)
         finally:
             if fd >= 0:

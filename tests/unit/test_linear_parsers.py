@@ -36,9 +36,9 @@ from forkserver.conditional import evaluate_preconditions, if_range_holds, parse
 from forkserver.config import Limits
 from forkserver.errors import HttpError
 from forkserver.http import parse_request
+from forkserver.http.proxy import V2_SIGNATURE, ProxyError, parse_proxy_header
 from forkserver.logs import escape_field
 from forkserver.negotiate import coding_weights, prefers_json, prefers_plain_text
-from forkserver.proxy import V2_SIGNATURE, ProxyError, parse_proxy_header
 from forkserver.ranges import parse_range
 from forkserver.static import resolve_path
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forkserver.proxy import (
+from forkserver.http.proxy import (
     MAX_V1_BYTES,
     MAX_V2_BYTES,
     ProxyError,

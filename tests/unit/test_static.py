@@ -455,9 +455,12 @@ def test_a_descriptor_cached_file_is_sent_whole_and_fresh(site: Site, root: Path
     (root / "mid.bin").write_bytes(original)
     first = site.plan("/mid.bin")
     assert first.file is not None and site.body(first) == original
-    hit = site.plan("/mid.bin")  # from the cache: its own descriptor, lent
-    assert hit.file is not None and hit.file.fd != first.file.fd and hit.encoded
+    hit = site.plan("/mid.bin")  # from the cache: the descriptor it shares, lent
+    assert hit.file is not None and hit.encoded
+    assert hit.file.descriptor is first.file.descriptor and hit.file.descriptor.holders == 3
     assert site.body(hit) == original
+    close_body(first.file)  # the first response is done with it
+    site.bodies.remove(first.file)
     # Forgotten while lent (the entry expired, say), the descriptor stays open until
     # the response hands it back.
     site.site.forget("/mid.bin")
@@ -1477,6 +1480,9 @@ def test_expired_entries_are_dropped_with_their_descriptors(site: Site, root: Pa
     assert site.site._cache_descriptors == 1 and len(site.site._cache) == 2
     site.site.drop_expired(time.monotonic())  # not yet
     assert len(site.site._cache) == 2
+    for body in site.bodies:
+        close_body(body)  # the response is sent: only the cache holds the descriptor
+    site.bodies.clear()
     before = open_fds()
     site.site.drop_expired(time.monotonic() + CACHE_RECHECK_SECONDS + 0.01)
     assert site.site._cache == {} and site.site._cache_descriptors == 0

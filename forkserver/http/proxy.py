@@ -1,7 +1,7 @@
 """The PROXY protocol (HAProxy's, versions 1 and 2): the real client of a proxied connection.
 
 Owns parsing the header a load balancer sends at the start of a connection, and the
-``proxy_protocol_from`` trust check. Sans-I/O like http.py: bytes in, a
+``proxy_protocol_from`` trust check. Sans-I/O like request.py: bytes in, a
 ``ProxyHeader`` (or "need more bytes", or ``ProxyError``) out; no clock, no sockets.
 The worker owns the deadline and what happens to a connection that fails.
 
