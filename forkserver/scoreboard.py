@@ -23,8 +23,10 @@ import time
 from dataclasses import dataclass
 from enum import IntEnum
 
-# Enough for many TTIN steps plus a whole second generation during a reload.
-SLOT_COUNT = 1024
+from forkserver.capacity import SCOREBOARD_SLOTS
+
+# Twice MAX_WORKERS (capacity.py): a full second generation fits during a reload.
+SLOT_COUNT = SCOREBOARD_SLOTS
 CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 # Why a worker ended and another took its place (the master decides, at reaping).
 RESTART_REASONS = ("crash", "heartbeat_timeout", "max_requests", "reload", "exit")
