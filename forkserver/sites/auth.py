@@ -1,0 +1,156 @@
+"""HTTP Basic authentication (RFC 7617): parse the header, check it, remember the answer.
+
+Owns the ``Authorization: Basic`` parser (linear and bounded: anything malformed is
+simply "no credentials", i.e. 401, never an exception), the 401 challenge, and the
+per-worker memory of checked credentials. A bcrypt check costs tens of milliseconds,
+so ``Verifier.verdict`` never runs one: it answers from memory or hands back the
+check as a callable the worker runs off its loop (``forkserver.offload``), and
+``Verifier.record`` keeps its result. Must not touch sockets, threads or files.
+
+The memory never holds a password: its keys are HMAC-SHA256 digests of (hash, user,
+password) under a random key made per process, so a core dump or a leak of the
+worker's memory yields nothing to try offline. It is an LRU of bounded size, for
+right and wrong answers apart, so a client cycling through wrong passwords evicts
+only other wrong answers, never a user's accepted one.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import bcrypt
+
+from forkserver.sites.htpasswd import Htpasswd
+
+__all__ = [
+    "GRANTED",
+    "MAX_CREDENTIALS_CHARS",
+    "REFUSED",
+    "Guard",
+    "Pending",
+    "Verifier",
+    "basic_credentials",
+]
+
+# An Authorization value longer than this is refused without decoding: a user name
+# and a password of a few hundred characters each fit many times over.
+MAX_CREDENTIALS_CHARS = 4096
+# Credentials remembered per worker, right and wrong apart (one digest of 32 bytes
+# and a dict slot each: ~100 KiB in all).
+GRANTED_MEMORY = 1024
+REFUSED_MEMORY = 1024
+# For an unknown user the same bcrypt work is done against this hash, so how long a
+# 401 takes does not tell which user names exist (cost 10, of "not a password").
+_DUMMY_HASH = b"$2b$10$Q5FWj4zKDdcjC3VYyQyY5uwzqMYxiH8fb8OPDxA3qX7iAErGaYhN2"
+
+GRANTED, REFUSED = True, False
+# RFC 7617 §2: neither the user-id nor the password may contain a control character.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def basic_credentials(value: str | None) -> tuple[str, str] | None:
+    """(user, password) from an ``Authorization`` value, or None for anything else.
+
+    RFC 7617 §2: ``Basic`` (any case), one or more spaces, token68 base64 of
+    ``user-id ":" password`` in UTF-8 (§2.1, the charset we announce). Not Basic,
+    not base64 (strictly: padding and alphabet), no colon, a control character, not
+    UTF-8, or longer than MAX_CREDENTIALS_CHARS: None, and the caller answers 401.
+    Every step is one linear pass.
+    """
+    if value is None or len(value) > MAX_CREDENTIALS_CHARS:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    token = token.lstrip(" ")
+    if not token or not token.isascii():
+        return None
+    try:
+        decoded = binascii.a2b_base64(token, strict_mode=True)
+        text = decoded.decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    user, colon, password = text.partition(":")
+    if not colon or not user or _CONTROL.search(text):
+        return None
+    return user, password
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """One ``auth`` rule, compiled: its realm, its users and the challenge to send."""
+
+    realm: str  # checked at load: printable, no '"' or '\'
+    users: Htpasswd
+
+    @property
+    def challenge(self) -> str:
+        """The WWW-Authenticate value of a 401 (RFC 7617 §2, §2.1)."""
+        return f'Basic realm="{self.realm}", charset="UTF-8"'
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A check to run off the loop; hand its result to ``Verifier.record``."""
+
+    key: bytes
+    work: Callable[[], bool]
+
+
+class Verifier:
+    """One per worker: answers from memory, or says which bcrypt check to run."""
+
+    __slots__ = ("_granted", "_key", "_refused")
+
+    def __init__(self) -> None:
+        self._key = os.urandom(32)
+        self._granted: OrderedDict[bytes, None] = OrderedDict()
+        self._refused: OrderedDict[bytes, None] = OrderedDict()
+
+    def verdict(self, guard: Guard, authorization: str | None) -> bool | Pending:
+        """GRANTED, REFUSED (answer 401), or a Pending check for the offload pool."""
+        credentials = basic_credentials(authorization)
+        if credentials is None:
+            return REFUSED
+        user, password = credentials
+        hashed = guard.users.hash_of(user)
+        key = self._digest(hashed or _DUMMY_HASH, user, password)
+        if key in self._granted:
+            self._granted.move_to_end(key)
+            return GRANTED
+        if key in self._refused:
+            self._refused.move_to_end(key)
+            return REFUSED
+        secret = password.encode("utf-8")
+        if hashed is None:
+            def work() -> bool:
+                bcrypt.checkpw(secret, _DUMMY_HASH)  # same time as a real check
+                return False
+        else:
+            known = hashed
+
+            def work() -> bool:
+                return bcrypt.checkpw(secret, known)
+        return Pending(key, work)
+
+    def record(self, key: bytes, granted: bool) -> None:
+        """Remember a finished check's answer (on the loop's thread)."""
+        memory, size = (self._granted, GRANTED_MEMORY) if granted else (
+            self._refused, REFUSED_MEMORY)
+        memory[key] = None
+        memory.move_to_end(key)
+        if len(memory) > size:
+            memory.popitem(last=False)
+
+    def _digest(self, hashed: bytes, user: str, password: str) -> bytes:
+        # The hash is part of the key: a reloaded file with a new password for the
+        # same user never meets an old answer (a new generation starts afresh anyway).
+        message = b"\0".join((hashed, user.encode("utf-8"), password.encode("utf-8")))
+        return hmac.new(self._key, message, hashlib.sha256).digest()
