@@ -15,8 +15,14 @@ from urllib.parse import unquote
 
 import pytest
 
-from forkserver.autoindex import Listing, ListingEntry, render_html, render_json, scan_directory
-from forkserver.conditional import http_date
+from forkserver.static.autoindex import (
+    Listing,
+    ListingEntry,
+    render_html,
+    render_json,
+    scan_directory,
+)
+from forkserver.static.conditional import http_date
 
 NAMES = [
     "plain.txt",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from forkserver.caching import CacheRules
+from forkserver.static.caching import CacheRules
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 

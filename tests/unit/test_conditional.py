@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from forkserver.conditional import (
+from forkserver.static.conditional import (
     Verdict,
     etag,
     evaluate_preconditions,

@@ -31,16 +31,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forkserver.caching import CacheRules, glob_regex
-from forkserver.conditional import evaluate_preconditions, if_range_holds, parse_etags
 from forkserver.config import Limits
 from forkserver.errors import HttpError
 from forkserver.http import parse_request
 from forkserver.http.proxy import V2_SIGNATURE, ProxyError, parse_proxy_header
 from forkserver.logs import escape_field
-from forkserver.negotiate import coding_weights, prefers_json, prefers_plain_text
-from forkserver.ranges import parse_range
 from forkserver.static import resolve_path
+from forkserver.static.caching import CacheRules, glob_regex
+from forkserver.static.conditional import evaluate_preconditions, if_range_holds, parse_etags
+from forkserver.static.negotiate import coding_weights, prefers_json, prefers_plain_text
+from forkserver.static.ranges import parse_range
 
 LIMITS = Limits()  # request_line 8190, header_bytes 16384, headers 100
 HEAD = LIMITS.header_bytes

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from forkserver.ranges import (
+from forkserver.static.ranges import (
     MAX_RANGES,
     ByteRange,
     content_range,

@@ -436,8 +436,8 @@ def test_cache_is_bounded_in_bytes(site: Site, root: Path) -> None:
     for index in range(count):
         (root / f"f{index}.bin").write_bytes(bytes([index % 256]) * CACHE_INLINE_BYTES)
         assert site.body(site.plan(f"/f{index}.bin"))[:1] == bytes([index % 256])
-    assert site.site._cache_bytes <= CACHE_TOTAL_BYTES
-    assert len(site.site._cache) < count
+    assert site.site.files.size <= CACHE_TOTAL_BYTES
+    assert len(site.site.files.entries) < count
 
 
 def test_cache_is_bounded_in_descriptors(site: Site, root: Path) -> None:
@@ -445,8 +445,8 @@ def test_cache_is_bounded_in_descriptors(site: Site, root: Path) -> None:
     for index in range(count):
         (root / f"f{index}.bin").write_bytes(bytes([index % 256]) * (CACHE_INLINE_BYTES + 1))
         assert site.body(site.plan(f"/f{index}.bin"))[:1] == bytes([index % 256])
-    assert site.site._cache_descriptors == CACHE_DESCRIPTORS
-    assert len(site.site._cache) == CACHE_DESCRIPTORS
+    assert site.site.files.descriptors == CACHE_DESCRIPTORS
+    assert len(site.site.files.entries) == CACHE_DESCRIPTORS
     # The site fixture checks at teardown that every cached descriptor was closed.
 
 
@@ -1477,13 +1477,13 @@ def test_expired_entries_are_dropped_with_their_descriptors(site: Site, root: Pa
     (root / "small.bin").write_bytes(b"small")
     site.body(site.plan("/mid.bin"))
     site.body(site.plan("/small.bin"))
-    assert site.site._cache_descriptors == 1 and len(site.site._cache) == 2
+    assert site.site.files.descriptors == 1 and len(site.site.files.entries) == 2
     site.site.drop_expired(time.monotonic())  # not yet
-    assert len(site.site._cache) == 2
+    assert len(site.site.files.entries) == 2
     for body in site.bodies:
         close_body(body)  # the response is sent: only the cache holds the descriptor
     site.bodies.clear()
     before = open_fds()
     site.site.drop_expired(time.monotonic() + CACHE_RECHECK_SECONDS + 0.01)
-    assert site.site._cache == {} and site.site._cache_descriptors == 0
+    assert site.site.files.entries == {} and site.site.files.descriptors == 0
     assert len(before - open_fds()) == 1  # the worker's sweep gives the descriptor back

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from forkserver.conditional import http_date
+from forkserver.static.conditional import http_date
 
 __all__ = ["Listing", "ListingEntry", "render_html", "render_json", "scan_directory"]
 
