@@ -56,8 +56,8 @@ def parse_size(text: str) -> int:
             f"(units: {', '.join(u for u in _UNITS if u)})"
         )
     whole, fraction, unit = match.groups()
-    number = int(whole) * 10 ** len(fraction or "") + int(fraction or "0")
-    return number * _UNITS[unit] // 10 ** len(fraction or "")
+    scale = int(10 ** len(fraction or ""))  # "1.5GiB": 15 tenths of a GiB
+    return (int(whole) * scale + int(fraction or "0")) * _UNITS[unit] // scale
 
 
 def resident_bytes(pid: int, proc: str = "/proc") -> int | None:
