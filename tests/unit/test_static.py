@@ -71,12 +71,28 @@ def make_request(
     )
 
 
+class Clock:
+    """The worker's monotonic clock, moved by the test: nothing waits for real time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class Site:
     """A StaticSite plus bookkeeping: every fd it returns is closed at teardown."""
 
     def __init__(self, root: Path, **settings: Any) -> None:
         self.root = root
-        self.site = StaticSite(Config(docroot=str(root), **settings))
+        self.clock = Clock()
+        self.site = StaticSite(
+            Config(docroot=str(root), **settings), monotonic=self.clock.monotonic
+        )
         self.bodies: list[FileBody] = []
 
     def plan(self, path: str, method: str = "GET", **kwargs: Any) -> Plan:
@@ -387,17 +403,18 @@ def test_file_body_fd_is_an_independent_cloexec_descriptor(site: Site, root: Pat
 
 # -- the open-file cache ------------------------------------------------------------------
 def served_within_window(site: Site, path: str, old: bytes, new: bytes) -> Plan:
-    """Poll ``path`` until ``new`` is served; until then only ever ``old``, whole."""
-    deadline = time.monotonic() + CACHE_RECHECK_SECONDS + 1
-    while True:
-        result = site.plan(path)
-        body = site.body(result)
-        assert int(headers_of(result)["content-length"]) == len(body)
-        if body == new:
-            return result
-        assert body == old, "a body neither old nor new"
-        assert time.monotonic() < deadline, "still stale after the revalidation window"
-        time.sleep(0.05)
+    """Within the entry's second ``old`` may still be served, whole; once the second
+    is over (the site's clock moved on), ``new``."""
+    result = site.plan(path)
+    body = site.body(result)
+    assert int(headers_of(result)["content-length"]) == len(body)
+    assert body in (old, new), "a body neither old nor new"
+    site.clock.advance(CACHE_RECHECK_SECONDS)
+    result = site.plan(path)
+    body = site.body(result)
+    assert int(headers_of(result)["content-length"]) == len(body)
+    assert body == new, "still stale after the revalidation window"
+    return result
 
 
 def test_cache_serves_a_changed_file_fresh_within_the_window(site: Site, root: Path) -> None:
@@ -414,10 +431,8 @@ def test_cache_serves_a_changed_file_fresh_within_the_window(site: Site, root: P
     )
     assert headers_of(result)["etag"] == etag_of(target)
     target.unlink()
-    deadline = time.monotonic() + CACHE_RECHECK_SECONDS + 1
-    while site.status("/notes.txt") != 404:
-        assert time.monotonic() < deadline, "a deleted file was served past the window"
-        time.sleep(0.05)
+    site.clock.advance(CACHE_RECHECK_SECONDS)
+    assert site.status("/notes.txt") == 404, "a deleted file was served past the window"
 
 
 def test_cache_answers_conditionals_and_head(site: Site, root: Path) -> None:
@@ -484,10 +499,10 @@ def test_cache_notices_a_new_variant_within_the_recheck_window(site: Site, root:
     variant = root / "app.js.gz"
     variant.write_bytes(b"\x1f\x8b pretend gzip")
     os.utime(variant, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
-    deadline = time.monotonic() + CACHE_RECHECK_SECONDS + 2
-    while "content-encoding" not in headers_of(site.plan("/app.js", headers=gzip_only)):
-        assert time.monotonic() < deadline, "the new variant was never used"
-        time.sleep(0.05)
+    site.clock.advance(CACHE_RECHECK_SECONDS)
+    assert "content-encoding" in headers_of(site.plan("/app.js", headers=gzip_only)), (
+        "the new variant was never used"
+    )
 
 
 def test_last_modified_is_an_imf_fixdate(site: Site, root: Path) -> None:
@@ -1478,12 +1493,12 @@ def test_expired_entries_are_dropped_with_their_descriptors(site: Site, root: Pa
     site.body(site.plan("/mid.bin"))
     site.body(site.plan("/small.bin"))
     assert site.site.files.descriptors == 1 and len(site.site.files.entries) == 2
-    site.site.drop_expired(time.monotonic())  # not yet
+    site.site.drop_expired(site.clock.now)  # not yet
     assert len(site.site.files.entries) == 2
     for body in site.bodies:
         close_body(body)  # the response is sent: only the cache holds the descriptor
     site.bodies.clear()
     before = open_fds()
-    site.site.drop_expired(time.monotonic() + CACHE_RECHECK_SECONDS + 0.01)
+    site.site.drop_expired(site.clock.now + CACHE_RECHECK_SECONDS)
     assert site.site.files.entries == {} and site.site.files.descriptors == 0
     assert len(before - open_fds()) == 1  # the worker's sweep gives the descriptor back
