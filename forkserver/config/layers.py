@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TypeVar
+from dataclasses import replace
+from typing import Any, TypeVar
 
 from forkserver.config.checks import Invalid, InvalidItems, InvalidKey, show
-from forkserver.config.model import MAX_WORKERS, UNIX_PREFIX, Config, Limits, Status, Timeouts
+from forkserver.config.model import MAX_WORKERS, UNIX_PREFIX, Config
 from forkserver.config.preflight import usable_cpus
 from forkserver.config.schema import (
     COMMAND_LINE,
     COMMAND_LINE_RANK,
     DEFAULT_RANK,
+    DEFAULTS,
     FILE_RANK,
     SCHEMA,
+    SECTIONS,
     Entry,
     Origin,
     Problem,
+    field_of,
 )
 from forkserver.config.yamlfile import read_entries, read_text
 from forkserver.errors import ConfigError
@@ -254,52 +258,18 @@ def load_config(
 
 
 def build_config(values: Mapping[str, object], source: str | None) -> Config:
-    workers = values["workers"]
-    worker_count = min(usable_cpus(), MAX_WORKERS) if workers == "auto" else workers
-    assert isinstance(worker_count, int)
-    return Config(
-        host=pick(values, "host", str),
-        port=pick(values, "port", int),
-        socket_mode=pick_optional(values, "socket_mode"),
-        socket_owner=pick_optional(values, "socket_owner"),
-        docroot=pick(values, "docroot", str),
-        workers=worker_count,
-        backlog=pick(values, "backlog", int),
-        daemon=pick(values, "daemon", bool),
-        pidfile=pick_optional(values, "pidfile"),
-        user=pick_optional(values, "user"),
-        group=pick_optional(values, "group"),
-        access_log=pick_optional(values, "access_log"),
-        error_log=pick(values, "error_log", str),
-        log_level=pick(values, "log_level", str),
-        access_log_format=pick(values, "access_log_format", str),
-        timeouts=Timeouts(
-            header=pick(values, "timeouts.header", float),
-            keepalive=pick(values, "timeouts.keepalive", float),
-            send=pick(values, "timeouts.send", float),
-            graceful=pick(values, "timeouts.graceful", float),
-            worker=pick(values, "timeouts.worker", float),
-        ),
-        max_requests=pick(values, "max_requests", int),
-        max_requests_jitter=pick(values, "max_requests_jitter", int),
-        limits=Limits(
-            request_line=pick(values, "limits.request_line", int),
-            header_bytes=pick(values, "limits.header_bytes", int),
-            headers=pick(values, "limits.headers", int),
-        ),
-        precompressed=pick(values, "precompressed", bool),
-        cache_control=pick(values, "cache_control", tuple),
-        headers=pick(values, "headers", tuple),
-        mime_types=pick(values, "mime_types", tuple),
-        server_tokens=pick(values, "server_tokens", bool),
-        autoindex=pick(values, "autoindex", bool),
-        error_pages=pick(values, "error_pages", tuple),
-        status=Status(
-            path=pick_optional(values, "status.path"),
-            allow=pick(values, "status.allow", tuple),
-            access_log=pick(values, "status.access_log", bool),
-        ),
-        proxy_protocol=pick(values, "proxy_protocol", bool),
-        proxy_protocol_from=pick(values, "proxy_protocol_from", tuple),
-        source=source,
-    )
+    """The frozen Config: each key's checked value set on the field the key names.
+
+    A loop over SCHEMA ("timeouts.send" → Config.timeouts.send), not a list of every
+    key; the one conversion is ``workers: auto`` → the CPUs this process may use.
+    """
+    fields: dict[str, Any] = {"source": source}
+    sections: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for key in SCHEMA:
+        section, name = field_of(key)
+        (sections[section] if section else fields)[name] = values[key]
+    for section, inner in sections.items():
+        fields[section] = replace(getattr(DEFAULTS, section), **inner)
+    if fields["workers"] == "auto":
+        fields["workers"] = min(usable_cpus(), MAX_WORKERS)
+    return Config(**fields)

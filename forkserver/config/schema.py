@@ -1,14 +1,15 @@
 """The schema: every key, its rule and its command-line reading, in one table.
 
-Also where a value came from (Origin) and what the file reader hands on (Entry).
-Must not read files or the live system.
+A key names its dataclass field ("timeouts.send" is Config.timeouts.send), and that
+field's default is the key's default. Also where a value came from (Origin) and what
+the file reader hands on (Entry). Must not read files or the live system.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from forkserver.config.checks import (
     Check,
@@ -45,6 +46,7 @@ from forkserver.config.model import (
     MIN_HEADER_BYTES,
     MIN_HEADERS,
     MIN_REQUEST_LINE,
+    Config,
 )
 
 # -- command-line text → value --------------------------------------------------------
@@ -81,80 +83,113 @@ def as_given(value: str) -> object:
     return value
 
 
-# -- the schema: every key, its default and its rule, in one table --------------------
+# -- the schema: every key and its rule, in one table ---------------------------------
+
+# The defaults live in one place, the dataclasses (model.py): SCHEMA reads each key's
+# default from its field, "timeouts.send" from Config().timeouts.send.
+DEFAULTS = Config()
+FROM_MODEL: object = object()  # Setting.default until the field's default is filled in
 
 
 @dataclass(frozen=True, slots=True)
 class Setting:
-    default: object  # as it would be written in YAML (``workers: auto``, ``docroot: .``)
     check: Check
     from_text: FromText = as_given  # how a command-line string becomes a value
     is_path: bool = False  # resolved against the file's directory (or the cwd)
     mapping: bool = False  # a mapping whose entries are checked (and reported) one by one
+    # As it would be written in YAML (``docroot: .``, ``cache_control: {'*': no-cache}``);
+    # taken from the key's dataclass field unless the YAML default differs from it.
+    default: object = FROM_MODEL
 
 
-def integer_setting(default: int, minimum: int, maximum: int | None = None) -> Setting:
-    return Setting(default, integer(minimum, maximum), int_from_text)
+def field_of(key: str) -> tuple[str, str]:
+    """The dataclass field a key sets: ``timeouts.send`` → ("timeouts", "send")."""
+    section, _, name = key.rpartition(".")
+    return section, name
 
 
-def seconds_setting(default: float) -> Setting:
-    return Setting(default, seconds, seconds_from_text)
+def model_default(key: str) -> object:
+    """The key's default in the dataclasses: ``timeouts.send`` → Config().timeouts.send."""
+    section, name = field_of(key)
+    return getattr(getattr(DEFAULTS, section) if section else DEFAULTS, name)
 
 
-SCHEMA: dict[str, Setting] = {
-    "host": Setting("127.0.0.1", host_address),
-    "port": integer_setting(8080, 0, 65535),
-    "socket_mode": Setting(None, octal_mode),
-    "socket_owner": Setting(None, owner_spec),
-    "docroot": Setting(".", nonblank_string(expected="a path"), is_path=True),
-    "workers": Setting("auto", workers_count, workers_from_text),
-    "backlog": integer_setting(1024, 1, MAX_BACKLOG),
-    "daemon": Setting(False, boolean, bool_from_text),
-    "pidfile": Setting(None, nonblank_string(nullable=True, expected="a path"), is_path=True),
-    "user": Setting(None, nonblank_string(nullable=True, expected="a user name")),
-    "group": Setting(None, nonblank_string(nullable=True, expected="a group name")),
-    "access_log": Setting(
-        "-", nonblank_string(nullable=True, expected="'-' or a path"), is_path=True
-    ),
-    "error_log": Setting("-", error_log_path, is_path=True),
-    "log_level": Setting("info", one_of(LOG_LEVELS)),
-    "access_log_format": Setting("combined", one_of(ACCESS_LOG_FORMATS)),
-    "timeouts.header": seconds_setting(10),
-    "timeouts.keepalive": seconds_setting(15),
-    "timeouts.send": seconds_setting(60),
-    "timeouts.graceful": seconds_setting(30),
-    "timeouts.worker": seconds_setting(30),
-    "max_requests": integer_setting(0, 0),
-    "max_requests_jitter": integer_setting(0, 0),
-    "limits.request_line": integer_setting(8190, MIN_REQUEST_LINE, MAX_HEAD_BYTES),
-    "limits.header_bytes": integer_setting(16384, MIN_HEADER_BYTES, MAX_HEAD_BYTES),
-    "limits.headers": integer_setting(100, MIN_HEADERS, MAX_HEADERS),
-    "precompressed": Setting(True, boolean, bool_from_text),
+def as_written(value: object, *, mapping: bool) -> object:
+    """A value kept as a tuple, as YAML writes it: a mapping (pairs) or a list."""
+    if isinstance(value, tuple):
+        return dict(value) if mapping else list(value)
+    return value
+
+
+def with_defaults(rules: dict[str, Setting]) -> dict[str, Setting]:
+    return {
+        key: setting if setting.default is not FROM_MODEL else replace(
+            setting, default=as_written(model_default(key), mapping=setting.mapping)
+        )
+        for key, setting in rules.items()
+    }
+
+
+def integer_setting(minimum: int, maximum: int | None = None) -> Setting:
+    return Setting(integer(minimum, maximum), int_from_text)
+
+
+SECONDS = Setting(seconds, seconds_from_text)
+BOOLEAN = Setting(boolean, bool_from_text)
+
+SCHEMA: dict[str, Setting] = with_defaults({
+    "host": Setting(host_address),
+    "port": integer_setting(0, 65535),
+    "socket_mode": Setting(octal_mode),
+    "socket_owner": Setting(owner_spec),
+    "docroot": Setting(nonblank_string(expected="a path"), is_path=True),
+    # Config().workers is a resolved count; the key's default, auto, is resolved at load
+    # time to the CPUs this process may use.
+    "workers": Setting(workers_count, workers_from_text, default="auto"),
+    "backlog": integer_setting(1, MAX_BACKLOG),
+    "daemon": BOOLEAN,
+    "pidfile": Setting(nonblank_string(nullable=True, expected="a path"), is_path=True),
+    "user": Setting(nonblank_string(nullable=True, expected="a user name")),
+    "group": Setting(nonblank_string(nullable=True, expected="a group name")),
+    "access_log": Setting(nonblank_string(nullable=True, expected="'-' or a path"), is_path=True),
+    "error_log": Setting(error_log_path, is_path=True),
+    "log_level": Setting(one_of(LOG_LEVELS)),
+    "access_log_format": Setting(one_of(ACCESS_LOG_FORMATS)),
+    "timeouts.header": SECONDS,
+    "timeouts.keepalive": SECONDS,
+    "timeouts.send": SECONDS,
+    "timeouts.graceful": SECONDS,
+    "timeouts.worker": SECONDS,
+    "max_requests": integer_setting(0),
+    "max_requests_jitter": integer_setting(0),
+    "limits.request_line": integer_setting(MIN_REQUEST_LINE, MAX_HEAD_BYTES),
+    "limits.header_bytes": integer_setting(MIN_HEADER_BYTES, MAX_HEAD_BYTES),
+    "limits.headers": integer_setting(MIN_HEADERS, MAX_HEADERS),
+    "precompressed": BOOLEAN,
     "cache_control": Setting(
-        {"*": "no-cache"}, mapping_of(cache_control_rule, "glob patterns to values"),
-        mapping=True,
+        mapping_of(cache_control_rule, "glob patterns to values"), mapping=True
     ),
     "headers": Setting(
-        {}, mapping_without_repeats(extra_header, lower_name, "header names to values"),
+        mapping_without_repeats(extra_header, lower_name, "header names to values"),
         mapping=True,
     ),
     "mime_types": Setting(
-        {}, mapping_without_repeats(mime_type_override, lower_name, "extensions to media types"),
+        mapping_without_repeats(mime_type_override, lower_name, "extensions to media types"),
         mapping=True,
     ),
-    "server_tokens": Setting(False, boolean, bool_from_text),
-    "autoindex": Setting(False, boolean, bool_from_text),
+    "server_tokens": BOOLEAN,
+    "autoindex": BOOLEAN,
     "error_pages": Setting(
-        {}, mapping_of(error_page, "statuses to paths in the docroot"), mapping=True
+        mapping_of(error_page, "statuses to paths in the docroot"), mapping=True
     ),
-    "status.path": Setting(None, status_path),
-    "status.allow": Setting(["127.0.0.1/32", "::1/128"], network_list(
+    "status.path": Setting(status_path),
+    "status.allow": Setting(network_list(
         "is empty: no client could read the status (set status.path to null to turn it off)"
     )),
-    "status.access_log": Setting(True, boolean, bool_from_text),
-    "proxy_protocol": Setting(False, boolean, bool_from_text),
-    "proxy_protocol_from": Setting(["127.0.0.1/32", "::1/128"], network_list(None)),
-}
+    "status.access_log": BOOLEAN,
+    "proxy_protocol": BOOLEAN,
+    "proxy_protocol_from": Setting(network_list(None)),
+})
 SECTIONS = frozenset(key.split(".")[0] for key in SCHEMA if "." in key)
 TOP_LEVEL_KEYS = sorted({key.split(".")[0] for key in SCHEMA})
 

@@ -69,8 +69,8 @@ def test_no_file_means_defaults_serving_the_current_directory(
 
 
 def test_the_schema_defaults_agree_with_the_dataclass() -> None:
-    # The schema table is the one place defaults are read from; the dataclass keeps
-    # its own for code that builds a Config directly, and they must never drift.
+    # The dataclasses are the one table of defaults; SCHEMA reads each key's default
+    # from its field (as YAML writes it), except workers: auto, resolved at load time.
     flat = {f.name: getattr(Config(), f.name) for f in dataclasses.fields(Config)}
     for section in ("timeouts", "limits", "status"):
         for inner in dataclasses.fields(flat.pop(section)):
@@ -83,6 +83,21 @@ def test_the_schema_defaults_agree_with_the_dataclass() -> None:
             assert default == flat[key], key
     assert SCHEMA["workers"].default == "auto"
     assert SCHEMA["docroot"].default == "."
+
+
+def test_every_key_names_a_config_field_and_every_field_is_a_key() -> None:
+    # build_config sets each key's value on the field the key names ("timeouts.send" is
+    # Config.timeouts.send), so keys and fields match one to one; source is not a key
+    # but where the configuration was read from.
+    fields = set()
+    for outer in dataclasses.fields(Config):
+        value = getattr(Config(), outer.name)
+        if dataclasses.is_dataclass(value):
+            fields |= {f"{outer.name}.{inner.name}" for inner in dataclasses.fields(value)}
+        else:
+            fields.add(outer.name)
+    assert fields - {"source"} == set(SCHEMA)
+    assert "source" in fields
 
 
 @pytest.mark.parametrize("text", ["# only a comment\n", "---\n", "{}\n"])
