@@ -61,10 +61,12 @@ COUNT_MAX = 0xFFFF  # a u16 column saturates here (a worker holds far fewer conn
 EMPTY_KEY = bytes(KEY_SIZE)
 NO_ROW = -1  # untracked: the table had no room, or the client has no address
 _TAT = struct.Struct("=d")
-_COUNT = struct.Struct("=H")
-# Header: a magic word and the column count, then (past HEADER_SIZE) one i32 per
-# column: the scoreboard slot + 1 of the worker it was given to, 0 while free.
+# Header: a magic word, the column count and the span (columns ever given out: the
+# master gives the lowest free one, so readers sum only that many, a pool's worth),
+# then (past HEADER_SIZE) one i32 per column: the scoreboard slot + 1 of the worker it
+# was given to, 0 while free. The master is the only writer of the header.
 _MAGIC = 0x46534C4D  # "FSLM"
+_SPAN_OFFSET = 8
 _IPV4_MAPPED = bytes(10) + b"\xff\xff"
 
 
@@ -115,9 +117,11 @@ class ClientTable:
         self.size = self.rows_offset + rows * self.row_size
         self.memory = mmap.mmap(-1, self.size, flags=mmap.MAP_SHARED)
         struct.pack_into("=II", self.memory, 0, _MAGIC, columns)
-        self._counts = struct.Struct(f"={columns}H")
-        # The counts as one flat u16 array, for zeroing a column in one assignment.
+        # The whole mapping as u16 words: a count is one index, a row's counts a slice.
         self._words = memoryview(self.memory).cast("H")
+        self._row_words = self.row_size // 2
+        self._first_count = (self.rows_offset + _COUNTS_OFFSET) // 2
+        self._span = _SPAN_OFFSET // 2  # the span is a u32 below 65536: its low word
 
     def close(self) -> None:
         self._words.release()
@@ -136,6 +140,8 @@ class ClientTable:
             offset = HEADER_SIZE + 4 * column
             if struct.unpack_from("=i", self.memory, offset)[0] == 0:
                 struct.pack_into("=i", self.memory, offset, slot + 1)
+                if column >= self._words[self._span]:
+                    self._words[self._span] = column + 1
                 return column
         return -1
 
@@ -148,9 +154,8 @@ class ClientTable:
                 struct.pack_into("=i", self.memory, offset, 0)
 
     def clear_column(self, column: int) -> None:
-        start = (self.rows_offset + _COUNTS_OFFSET) // 2 + column
-        stride = self.row_size // 2
-        self._words[start::stride] = array("H", bytes(2 * self.rows))
+        start = self._first_count + column
+        self._words[start :: self._row_words] = array("H", bytes(2 * self.rows))
 
     # -- worker side ----------------------------------------------------------------
     def column_of(self, slot: int) -> int:
@@ -191,7 +196,7 @@ class ClientTable:
         if self.memory[base : base + KEY_SIZE] == EMPTY_KEY:
             return True
         tat = _TAT.unpack_from(self.memory, base + _TAT_OFFSET)[0]
-        return tat <= now and not any(self._counts.unpack_from(self.memory, base + _COUNTS_OFFSET))
+        return tat <= now and not self.connections(row)
 
     def claim(self, row: int, key: bytes) -> bool:
         base = self.rows_offset + row * self.row_size
@@ -201,17 +206,16 @@ class ClientTable:
 
     def connections(self, row: int) -> int:
         """Open connections of the row's client, summed over every column."""
-        return sum(self._counts.unpack_from(self.memory, self.base(row) + _COUNTS_OFFSET))
+        first = self._first_count + row * self._row_words
+        return sum(self._words[first : first + self._words[self._span]])
 
     def count(self, row: int, column: int) -> int:
-        offset = self.base(row) + _COUNTS_OFFSET + 2 * column
-        return int(_COUNT.unpack_from(self.memory, offset)[0])
+        return int(self._words[self._first_count + row * self._row_words + column])
 
     def add(self, row: int, column: int, delta: int) -> None:
         """Move this worker's own count of the row's client by ``delta`` (its column only)."""
-        offset = self.base(row) + _COUNTS_OFFSET + 2 * column
-        value = _COUNT.unpack_from(self.memory, offset)[0] + delta
-        _COUNT.pack_into(self.memory, offset, min(max(value, 0), COUNT_MAX))
+        index = self._first_count + row * self._row_words + column
+        self._words[index] = min(max(self._words[index] + delta, 0), COUNT_MAX)
 
     def tat(self, row: int) -> float:
         return float(_TAT.unpack_from(self.memory, self.base(row) + _TAT_OFFSET)[0])
