@@ -1,0 +1,84 @@
+"""forkserver.sites.checks: rules and site names from YAML, every problem at its line."""
+
+from __future__ import annotations
+
+import pytest
+
+from forkserver.sites.checks import check_rules, site_names
+from forkserver.sites.settings import AuthSetting, RuleSetting
+
+
+def line_of(path: tuple[object, ...]) -> int:
+    """Rule i at line 10*(i+1); each key one line further in."""
+    if not path:
+        return 1
+    return 10 * (int(str(path[0])) + 1) + (1 if len(path) > 1 else 0)
+
+
+def test_every_rule_kind() -> None:
+    rules, problems = check_rules([
+        {"match": "/old/**", "redirect": "/new/{rest}{query}", "status": 308},
+        {"match": "/app/**", "fallback": "/app/index.html"},
+        {"match": "/private/**", "allow": ["10.0.0.0/8", "::1"]},
+        {"match": "/staff/**", "auth": {"realm": "Staff", "htpasswd": "staff.htpasswd"}},
+        {"match": "*.woff2", "headers": {"Access-Control-Allow-Origin": "*"}},
+    ], "rules", line_of, "/etc/forkserver")
+    assert problems == []
+    assert rules == (
+        RuleSetting("/old/**", redirect="/new/{rest}{query}", status=308, line=10),
+        RuleSetting("/app/**", fallback="/app/index.html", line=20),
+        RuleSetting("/private/**", allow=("10.0.0.0/8", "::1/128"), line=30),
+        RuleSetting("/staff/**", auth=AuthSetting("Staff", "/etc/forkserver/staff.htpasswd"),
+                    line=40),
+        RuleSetting("*.woff2", headers=(("Access-Control-Allow-Origin", "*"),), line=50),
+    )
+
+
+@pytest.mark.parametrize(("rule", "expected"), [
+    ({"match": "/a"}, "10: rules[0]: does nothing"),
+    ({"redirect": "/x"}, "10: rules[0]: has no match"),
+    ({"match": 3, "redirect": "/x"}, "11: rules[0].match: 3 is not a glob"),
+    ({"match": "/a", "redirect": "/x y"}, "11: rules[0].redirect: '/x y' has characters"),
+    ({"match": "/a", "redirect": "//evil.example"}, "11: rules[0].redirect: "),
+    ({"match": "*.html", "redirect": "/x/{rest}"}, "uses {rest}, which needs"),
+    ({"match": "/a", "redirect": "/x", "status": 200}, "rules[0].status: 200 is not one of"),
+    ({"match": "/a", "headers": {"X": "1"}, "status": 301}, "is only for a redirect"),
+    ({"match": "/a", "fallback": "/../etc/passwd"}, "must name a file plainly"),
+    ({"match": "/a", "fallback": "index.html"}, "is not a path in the docroot"),
+    ({"match": "/a", "allow": ["10.0.0.1/8"]}, "11: rules[0].allow[0]: '10.0.0.1/8' has host"),
+    ({"match": "/a", "allow": []}, "is not a non-empty list"),
+    ({"match": "/a", "auth": {"realm": 'a"b', "htpasswd": "x"}}, "rules[0].auth.realm"),
+    ({"match": "/a", "auth": {"realm": "a"}}, "exactly realm and htpasswd"),
+    ({"match": "/a", "headers": {"Content-Length": "1"}}, "sets itself"),
+    ({"match": "/a", "headers": {"X-A": "a\x01"}}, "is not a header value"),
+    ({"match": "/a", "redirekt": "/x"}, "unknown key 'redirekt'"),
+    ("just a string", "10: rules[0]: 'just a string' is a string"),
+])
+def test_problems_name_the_rule_and_line(rule: object, expected: str) -> None:
+    rules, problems = check_rules([rule], "rules", line_of, "/")
+    assert rules == ()
+    assert any(expected in f"{line}: {text}" for line, text in problems), problems
+
+
+def test_every_problem_is_reported() -> None:
+    _, problems = check_rules([
+        {"match": "/a", "redirect": "/x y"},
+        {"match": "/b", "allow": ["nope"]},
+        {"match": "/c", "fallback": "x"},
+    ], "sites[1].rules", line_of, "/")
+    assert [line for line, _ in problems] == [11, 21, 31]
+    assert all(text.startswith("sites[1].rules[") for _, text in problems)
+
+
+def test_not_a_list() -> None:
+    _, problems = check_rules({"match": "/a"}, "rules", line_of, "/")
+    assert problems and "expected a list of rules" in problems[0][1]
+
+
+def test_site_names() -> None:
+    problems: list[tuple[int, str]] = []
+    assert site_names(["Example.org", "*.Example.net"], "sites[0]", line_of, problems) == (
+        "example.org", "*.example.net")
+    assert site_names(["ok.org", "bad name", 3], "sites[0]", line_of, problems) == ()
+    assert [text.split(":")[0] for _, text in problems] == [
+        "sites[0].names[1]", "sites[0].names[2]"]
