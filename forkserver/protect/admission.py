@@ -63,9 +63,10 @@ class ClientLimits:
             return UNLIMITED
         if not self.max_connections:
             return Admission(key, row)
-        if self.connections(row) >= self.max_connections:
-            self.limited["connections"] += 1
-            return Admission(key, row, refused=True)
+        # Count first, then look: of two connections arriving at two workers at the
+        # same instant, each sees the other's count, so the limit is never exceeded
+        # (at worst both are refused when only one was over: the client was at its
+        # limit and trying to pass it).
         self.count(row, 1)
         if not table.holds(row, key):
             # Another worker reused the row between our lookup and our count: take
@@ -73,6 +74,10 @@ class ClientLimits:
             self.count(row, -1)
             self.untracked += 1
             return UNLIMITED
+        if self.connections(row) > self.max_connections:
+            self.count(row, -1)
+            self.limited["connections"] += 1
+            return Admission(key, row, refused=True)
         return Admission(key, row, counted_row=row)
 
     def close(self, admission: Admission) -> None:
