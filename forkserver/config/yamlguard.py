@@ -165,17 +165,30 @@ class GuardedLoader(yaml.SafeLoader):
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         if len(node.value) > MAX_INTEGER_CHARS:
             raise ValueError(f"an integer longer than {MAX_INTEGER_CHARS} characters")
+        if is_blank_number(node):  # PyYAML would read value[0]: an IndexError
+            raise ValueError(f"invalid literal for int() with base 10: {node.value!r}")
         return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        if is_blank_number(node):
+            raise ValueError(f"could not convert string to float: {node.value!r}")
+        return super().construct_yaml_float(node)
 
     def construct_yaml_word(self, node: yaml.ScalarNode) -> str:
         return str(self.construct_scalar(node))
 
 
 GuardedLoader.add_constructor(YAML_TAG_PREFIX + "int", GuardedLoader.construct_yaml_int)
+GuardedLoader.add_constructor(YAML_TAG_PREFIX + "float", GuardedLoader.construct_yaml_float)
 # YAML 1.1 gives a plain "<<" and "=" types of their own (merge, value), which mean
 # something only as a key; anywhere else they are the text they look like.
 for _special in ("merge", "value"):
     GuardedLoader.add_constructor(YAML_TAG_PREFIX + _special, GuardedLoader.construct_yaml_word)
+
+
+def is_blank_number(node: yaml.Node) -> bool:
+    """``!!int`` or ``!!float`` on nothing (or only underscores), which PyYAML cannot read."""
+    return isinstance(node, yaml.ScalarNode) and not node.value.replace("_", "")
 
 
 def entry_identity(key: yaml.Node) -> object:

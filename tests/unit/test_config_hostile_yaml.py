@@ -49,6 +49,11 @@ HOSTILE: list[tuple[str, bytes, list[str]]] = [
         f"FILE:2:1: YAML error: the tag !foo {TAG_REFUSED}"]),
     ("float-tag-on-a-section", b"timeouts: !!float abc\n", [
         "FILE:1: timeouts: unreadable value: could not convert string to float: 'abc'"]),
+    ("int-tag-on-nothing", b"port: !!int\nbacklog: !!int _\n", [
+        "FILE:1: port: unreadable value: invalid literal for int() with base 10: ''",
+        "FILE:2: backlog: unreadable value: invalid literal for int() with base 10: '_'"]),
+    ("float-tag-on-nothing", b"timeouts: {send: !!float }\n", [
+        "FILE:1: timeouts.send: unreadable value: could not convert string to float: ''"]),
     ("bool-tag-on-a-word", b"daemon: !!bool maybe\n", [
         "FILE:1: daemon: unreadable value: 'maybe' is not a YAML boolean"]),
     ("binary-tag", b"port: !!binary AAAA\n", [
