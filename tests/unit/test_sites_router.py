@@ -1,0 +1,146 @@
+"""forkserver.sites.router: site choice, the order of SPEC §8, fallback containment."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from forkserver.config import Config
+from forkserver.http import Request
+from forkserver.http.response import Plan, close_body
+from forkserver.sites.hosts import SiteTable
+from forkserver.sites.htpasswd import parse_htpasswd
+from forkserver.sites.router import AuthCheck, Router, Site
+from forkserver.sites.rules import Rules
+from forkserver.sites.settings import AuthSetting, RuleSetting
+from forkserver.static import StaticSite
+
+HTPASSWD = "/conf/staff.htpasswd"
+USERS = parse_htpasswd(HTPASSWD, "alice:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode())
+
+
+def request(path: str, host: str = "example.org", method: str = "GET",
+            headers: dict[str, str] | None = None) -> Request:
+    target = path
+    path, _, query = target.partition("?")
+    fields = {"host": host, **(headers or {})}
+    return Request(method, target, path, query, 1, fields, True, host, 0,
+                   f"{method} {target} HTTP/1.1")
+
+
+def body(plan: Plan) -> bytes:
+    if plan.file is None:
+        return plan.body
+    data = os.pread(plan.file.fd, plan.file.length, plan.file.offset)
+    close_body(plan.file)
+    return data
+
+
+@pytest.fixture()
+def docroots(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    main, docs = tmp_path / "main", tmp_path / "docs"
+    for root, label in ((main, b"main"), (docs, b"docs")):
+        (root / "app" / "sub").mkdir(parents=True)
+        (root / "index.html").write_bytes(label + b" index")
+        (root / "app" / "index.html").write_bytes(label + b" app")
+        (root / "app" / "real.js").write_bytes(b"js")
+        (root / "app" / ".secret").write_bytes(b"hidden")
+    (tmp_path / "outside.html").write_bytes(b"outside")
+    os.symlink(tmp_path / "outside.html", main / "app" / "out.html")
+    os.mkfifo(main / "app" / "fifo")
+    yield main, docs
+
+
+def make_router(main: Path, docs: Path, rules: list[RuleSetting], default: bool = True
+                ) -> Router:
+    compiled = Rules(rules, {HTPASSWD: USERS})
+    one = Site("example.org", StaticSite(Config(docroot=str(main))), compiled)
+    two = Site("docs.example.org", StaticSite(Config(docroot=str(docs))), None)
+    table = SiteTable([(["example.org", "*.example.org"], one), (["docs.example.org"], two)],
+                      default=one if default else None)
+    return Router(table, one)
+
+
+def answer(router: Router, req: Request, client: str = "127.0.0.1") -> Plan | AuthCheck:
+    site = router.site(req)
+    if site is None:
+        return router.misdirected(req)
+    return router.plan(req, client, site)
+
+
+def test_site_choice_and_421(docroots: tuple[Path, Path]) -> None:
+    main, docs = docroots
+    router = make_router(main, docs, [])
+    for host, label in (("example.org", b"main"), ("DOCS.example.org.:8080", b"docs"),
+                        ("a.b.example.org", b"main"), ("other.net", b"main")):
+        plan = answer(router, request("/", host))
+        assert isinstance(plan, Plan) and body(plan) == label + b" index"
+    strict = make_router(main, docs, [], default=False)
+    plan = answer(strict, request("/", "other.net"))
+    assert isinstance(plan, Plan) and plan.status == 421
+
+
+def test_fallback_only_for_what_is_absent(docroots: tuple[Path, Path]) -> None:
+    main, docs = docroots
+    router = make_router(main, docs, [RuleSetting("/app/**", fallback="/app/index.html")])
+    cases = {
+        "/app/some/route": (200, b"main app"),
+        "/app/sub/deeper/x": (200, b"main app"),
+        "/app/real.js": (200, b"js"),
+        "/app/.secret": (404, None),  # hidden: refused, never turned into a fallback
+        "/app/.nothing": (404, None),  # hidden names are refused alike: no existence oracle
+        "/app/out.html": (404, None),  # a symlink out of the docroot exists: 404 stands
+        "/app/fifo": (404, None),
+        "/app/real.js/x": (404, None),  # under a file
+        "/app/%2e%2e/%2e%2e/outside.html": (400, None),  # a climb stays a 400
+        "/app/%zz": (400, None),
+    }
+    for path, (status, content) in cases.items():
+        plan = answer(router, request(path))
+        assert isinstance(plan, Plan) and plan.status == status, path
+        data = body(plan)
+        if content is not None:
+            assert data == content, path
+        assert b"outside" not in data
+    post = answer(router, request("/app/route", method="POST"))
+    assert isinstance(post, Plan) and post.status == 405
+
+
+def test_order_allow_auth_redirect(docroots: tuple[Path, Path]) -> None:
+    main, docs = docroots
+    router = make_router(main, docs, [
+        RuleSetting("/staff/**", allow=("10.0.0.0/8",), headers=(("X-Staff", "1"),)),
+        RuleSetting("/staff/**", auth=AuthSetting("Staff", HTPASSWD)),
+        RuleSetting("/staff/**", redirect="/app/{rest}"),
+    ])
+    refused = answer(router, request("/staff/x"), "192.0.2.1")
+    assert isinstance(refused, Plan) and refused.status == 403
+    assert ("X-Staff", "1") in refused.headers
+    challenged = answer(router, request("/staff/x"), "10.0.0.1")
+    assert isinstance(challenged, Plan) and challenged.status == 401
+    assert ("WWW-Authenticate", 'Basic realm="Staff", charset="UTF-8"') in challenged.headers
+    good = {"authorization": "Basic " + base64.b64encode(b"alice:pw").decode()}
+    pending = answer(router, request("/staff/x?q=1", headers=good), "10.0.0.1")
+    assert isinstance(pending, AuthCheck)
+    plan = pending.finish(pending.work())
+    assert plan.status == 301 and ("Location", "/app/x") in plan.headers  # no {query}
+    again = answer(router, request("/staff/x", headers=good), "10.0.0.1")  # remembered
+    assert isinstance(again, Plan) and again.status == 301
+    bad = {"authorization": "Basic " + base64.b64encode(b"alice:nope").decode()}
+    pending = answer(router, request("/staff/x", headers=bad), "10.0.0.1")
+    assert isinstance(pending, AuthCheck)
+    assert pending.finish(pending.work()).status == 401
+
+
+def test_headers_on_cached_files(docroots: tuple[Path, Path]) -> None:
+    main, docs = docroots
+    router = make_router(main, docs, [RuleSetting("*.js", headers=(("X-A", "b"),))])
+    for _ in range(3):  # the second and third come from the open-file cache
+        plan = answer(router, request("/app/real.js"))
+        assert isinstance(plan, Plan) and ("X-A", "b") in plan.headers and not plan.encoded
+        body(plan)
