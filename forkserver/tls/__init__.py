@@ -1,0 +1,30 @@
+"""HTTPS: settings, certificates, server contexts and the worker's TLS transport.
+
+Owns everything TLS (SPEC §6 and the SNI part of §7) as a transport between the
+socket and the HTTP parser; the HTTP core never knows whether bytes were encrypted.
+Must not parse HTTP or choose sites itself (forkserver/sites answers which site a
+name picks).
+"""
+
+from forkserver.tls.certificates import Certificate, CertificateError, check_lines, load_certificate
+from forkserver.tls.contexts import SiteNames, TlsContexts, build_contexts, sni_site
+from forkserver.tls.settings import ListenEntry, TlsSettings, listen_list, tls_settings
+from forkserver.tls.transport import HandshakeFailed, TlsStream, ktls_unavailable
+
+__all__ = [
+    "Certificate",
+    "CertificateError",
+    "HandshakeFailed",
+    "ListenEntry",
+    "SiteNames",
+    "TlsContexts",
+    "TlsSettings",
+    "TlsStream",
+    "build_contexts",
+    "check_lines",
+    "ktls_unavailable",
+    "listen_list",
+    "load_certificate",
+    "sni_site",
+    "tls_settings",
+]
