@@ -28,19 +28,20 @@ TLS12_CIPHERS = (
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 )
 VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
-# Attribute set on the SSL object by the SNI callback: the index of the site the
-# client's server name picked by name (None: no SNI, or a name no site claims).
+# Attribute set on the SSL object by the SNI callback: the key (the site's name) of the
+# site the client's server name picked by name (None: no SNI, or a name no site claims).
 SNI_SITE_ATTRIBUTE = "forkserver_sni_site"
 
 
 class SiteNames(Protocol):
-    """What the SNI choice needs from the site table (forkserver/sites)."""
+    """What the SNI choice needs from the site table: forkserver.sites.SiteTable[str],
+    built with each site's key (its name, the first of its names) as the site."""
 
-    def claimed_by(self, name: str) -> int | None:
+    def claimant(self, name: str) -> str | None:
         """The site that claims a normalized name: exact, then the longest ``*.`` suffix."""
 
     @property
-    def default_site(self) -> int | None:
+    def default(self) -> str | None:
         """The ``default: true`` site, if any."""
 
 
@@ -73,7 +74,7 @@ def server_context(certificate: Certificate) -> ssl.SSLContext:
 
 @dataclass
 class TlsContexts:
-    """A generation's contexts: the default, and per site by the site table's index.
+    """A generation's contexts: the default, and per site by the site's key.
 
     ``base`` is the context every TLS listener's connections start with (the
     top-level ``tls``, else the default site's); the SNI callback moves a connection
@@ -81,17 +82,17 @@ class TlsContexts:
     """
 
     base: ssl.SSLContext
-    per_site: Mapping[int, ssl.SSLContext] = field(default_factory=dict)
+    per_site: Mapping[str, ssl.SSLContext] = field(default_factory=dict)
     names: SiteNames | None = None
 
-    def choose(self, server_name: str | None) -> tuple[int | None, ssl.SSLContext]:
+    def choose(self, server_name: str | None) -> tuple[str | None, ssl.SSLContext]:
         """(site picked by name or None, context) for an SNI name — SPEC §7's rules."""
         site = None
         if server_name and self.names is not None:
-            site = self.names.claimed_by(normalize_name(server_name))
+            site = self.names.claimant(normalize_name(server_name))
         if site is not None:
             return site, self.per_site.get(site, self.base)
-        default = self.names.default_site if self.names is not None else None
+        default = self.names.default if self.names is not None else None
         if default is not None and default in self.per_site:
             return None, self.per_site[default]
         return None, self.base
@@ -100,6 +101,7 @@ class TlsContexts:
         self, ssl_object: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
         context: ssl.SSLContext,
     ) -> int | None:
+        """The SNI callback: the site's context, and the site recorded for the 421 rule."""
         site, chosen = self.choose(server_name)
         setattr(ssl_object, SNI_SITE_ATTRIBUTE, site)
         if chosen is not context:
@@ -108,20 +110,20 @@ class TlsContexts:
 
 
 def build_contexts(
-    default: Certificate | None, sites: Mapping[int, Certificate] | None = None,
+    default: Certificate | None, sites: Mapping[str, Certificate] | None = None,
     names: SiteNames | None = None,
 ) -> TlsContexts:
     """Contexts for a generation; call in the master, before the workers fork.
 
     ``default`` is the top-level certificate; ``sites`` the certificates of the sites
-    that have their own ``tls`` (by the site table's index). At least one is needed.
+    that have their own ``tls`` (by site key). At least one is needed.
     """
     sites = sites or {}
     per_site = {index: server_context(certificate) for index, certificate in sites.items()}
     if default is not None:
         base = server_context(default)
     else:
-        fallback = names.default_site if names is not None else None
+        fallback = names.default if names is not None else None
         if fallback not in per_site:
             fallback = min(per_site, default=None)
         if fallback is None:
@@ -134,7 +136,7 @@ def build_contexts(
     return contexts
 
 
-def sni_site(ssl_object: object) -> int | None:
+def sni_site(ssl_object: object) -> str | None:
     """The site the SNI name picked on this connection, if any (after the handshake)."""
     site = getattr(ssl_object, SNI_SITE_ATTRIBUTE, None)
-    return site if isinstance(site, int) else None
+    return site if isinstance(site, str) else None

@@ -72,7 +72,7 @@ class TlsStream:
         return DONE
 
     @property
-    def sni_site(self) -> int | None:
+    def sni_site(self) -> str | None:
         return sni_site(self.ssl)
 
     @property

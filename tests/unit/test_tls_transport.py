@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from forkserver.sites.hosts import SiteTable
 from forkserver.tls.certificates import Certificate, load_certificate
 from forkserver.tls.contexts import SiteNames, TlsContexts, build_contexts, normalize_name
 from forkserver.tls.transport import (
@@ -56,27 +57,13 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     )
 
 
-class Table:
-    """A small site table: what forkserver/sites answers, by SPEC §7's rules."""
-
-    def __init__(self, names: dict[str, int], default: int | None) -> None:
-        self.names = names
-        self.default = default
-
-    def claimed_by(self, name: str) -> int | None:
-        if name in self.names:
-            return self.names[name]
-        best: tuple[int, int] | None = None
-        for pattern, site in self.names.items():
-            if pattern.startswith("*.") and name.endswith(pattern[1:]) and (
-                best is None or len(pattern) > best[0]
-            ):
-                best = (len(pattern), site)
-        return best[1] if best else None
-
-    @property
-    def default_site(self) -> int | None:
-        return self.default
+def table(names: dict[str, str], default: str | None) -> SiteNames:
+    """The sites engineer's table (forkserver/sites), keyed by site name as the master
+    builds it for TLS."""
+    sites: dict[str, list[str]] = {}
+    for name, site in names.items():
+        sites.setdefault(site, []).append(name)
+    return SiteTable([(tuple(n), site) for site, n in sites.items()], default)
 
 
 class Client:
@@ -268,26 +255,25 @@ def test_eof_before_the_client_hello_fails_the_handshake(certs: Certificates) ->
 
 
 def site_contexts(certs: Certificates) -> TlsContexts:
-    table = Table({"example.org": 0, "*.example.net": 0, "docs.example.org": 1,
-                   "plain.example": 2}, default=None)
-    names: SiteNames = table
-    return build_contexts(certs.default, {0: certs.example, 1: certs.docs}, names)
+    names = table({"example.org": "example", "*.example.net": "example",
+                   "docs.example.org": "docs", "plain.example": "plain"}, default=None)
+    return build_contexts(certs.default, {"example": certs.example, "docs": certs.docs}, names)
 
 
 @pytest.mark.parametrize(
     ("server_name", "site", "certificate"),
     [
-        ("example.org", 0, "example.org"),
-        ("EXAMPLE.ORG.", 0, "example.org"),  # case and a final dot do not matter
-        ("a.b.example.net", 0, "example.org"),  # the longest *. suffix
-        ("docs.example.org", 1, "docs.example.org"),
-        ("plain.example", 2, "default.test"),  # a site without its own tls: the top level's
+        ("example.org", "example", "example.org"),
+        ("EXAMPLE.ORG.", "example", "example.org"),  # case and a final dot do not matter
+        ("a.b.example.net", "example", "example.org"),  # the longest *. suffix
+        ("docs.example.org", "docs", "docs.example.org"),
+        ("plain.example", "plain", "default.test"),  # a site without its own tls: the top level's
         ("unknown.test", None, "default.test"),  # no site claims it: the top level's
         (None, None, "default.test"),  # no SNI at all
     ],
 )
 def test_sni_picks_the_certificate_and_records_the_site(
-    certs: Certificates, server_name: str | None, site: int | None, certificate: str
+    certs: Certificates, server_name: str | None, site: str | None, certificate: str
 ) -> None:
     client = client_context(certs.authority.certificate)
     client.check_hostname = False
@@ -299,14 +285,14 @@ def test_sni_picks_the_certificate_and_records_the_site(
 def test_sni_falls_back_to_the_default_sites_certificate(certs: Certificates) -> None:
     # Without a top-level tls, and a default site with its own: names no site
     # claims, and clients without SNI, get the default site's certificate.
-    table = Table({"example.org": 0, "docs.example.org": 1}, default=1)
-    contexts = build_contexts(None, {0: certs.example, 1: certs.docs}, table)
+    names = table({"example.org": "example", "docs.example.org": "docs"}, default="docs")
+    contexts = build_contexts(None, {"example": certs.example, "docs": certs.docs}, names)
     client = client_context(certs.authority.certificate)
     client.check_hostname = False
     for server_name, site, expected in [
         ("unknown.test", None, "docs.example.org"),
         (None, None, "docs.example.org"),
-        ("example.org", 0, "example.org"),
+        ("example.org", "example", "example.org"),
     ]:
         peer, stream = connect(contexts.base, client, server_name)
         assert stream.sni_site == site
