@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from forkserver import master as master_module
 from forkserver.config import load_config
 from forkserver.listeners import bind_listener
 from forkserver.master import Master, StartInfo
+from forkserver.master import reload as reload_module
 from tests.support import Server, get, port_bindable, running, status_of, wait_for
 from tests.unit.test_config_hostile_yaml import HOSTILE
 
@@ -121,18 +121,18 @@ def test_any_exception_while_reloading_is_logged_and_changes_nothing(
     path = tmp_path / "site.yaml"
     path.write_text(f"docroot: {docroot}\nerror_log: {log}\nworkers: 1\nport: 0\n")
     listener = bind_listener("127.0.0.1", 0, 16)
-    master = Master(load_config(str(path)), [listener], lambda **_: 0,
+    master = Master(load_config(str(path)), [listener], lambda _spec: 0,
                     StartInfo([], str(tmp_path)))
     first = master.generation
     new_port = free_port()  # a changed port makes reload() bind before building
     path.write_text(f"docroot: {docroot}\nerror_log: {log}\nworkers: 2\nport: {new_port}\n")
     if step == "make_generation":
-        monkeypatch.setattr(master, step, boom)
+        monkeypatch.setattr(master.generations, "make", boom)
     else:
-        monkeypatch.setattr(master_module, step, boom)
+        monkeypatch.setattr(reload_module, step, boom)
     try:
         master.reload(str(path))
-        assert master.generation is first and master.generations == [first]
+        assert master.generation is first and master.generations.all == [first]
         assert "reload failed: unexpected RuntimeError: boom; still serving generation 1" in (
             log.read_text())
         assert port_bindable(new_port)  # a listener bound for the failed reload is closed
