@@ -11,6 +11,7 @@ from forkserver.http.request import (
     HEAD_CACHE_MAX_BYTES,
     MAX_CONTENT_LENGTH,
     HeadParser,
+    HeadScan,
     Request,
     parse_request,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "REASONS",
     "FileBody",
     "HeadParser",
+    "HeadScan",
     "HttpError",
     "Plan",
     "Request",

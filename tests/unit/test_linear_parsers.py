@@ -33,7 +33,8 @@ from hypothesis import strategies as st
 
 from forkserver.config import Limits
 from forkserver.errors import HttpError
-from forkserver.http import parse_request
+from forkserver.http import HeadParser, HeadScan, parse_request
+from forkserver.http import request as http_request
 from forkserver.http.proxy import V2_SIGNATURE, ProxyError, parse_proxy_header
 from forkserver.logs import escape_field
 from forkserver.static import resolve_path
@@ -339,3 +340,81 @@ def test_property_glob_matcher_agrees_with_the_glob_regex(patterns: list[str], p
             expected = str(index)
             break
     assert rules(path) == expected
+
+
+# -- a head that arrives a byte at a time ---------------------------------------------------
+
+
+def trickle(raw: bytes, monkeypatch: pytest.MonkeyPatch, scan: bool) -> tuple[object, int]:
+    """Feed ``raw`` to a HeadParser one byte per read, as a worker's connection does;
+    the outcome and the bytes parse_request was handed in all (its work is linear in
+    what it is handed)."""
+    examined = 0
+    real = http_request.parse_request
+
+    def counting(buf: bytes | bytearray, limits: Limits) -> object:
+        nonlocal examined
+        examined += len(buf)
+        return real(buf, limits)
+
+    monkeypatch.setattr(http_request, "parse_request", counting)
+    parser = HeadParser(LIMITS)
+    progress = HeadScan() if scan else None
+    buf = bytearray()
+    outcome: object = None
+    for byte in raw:
+        buf.append(byte)
+        try:
+            outcome = parser.parse(buf, progress)
+        except HttpError as error:
+            outcome = ("error", error.status)
+        if outcome is not None:
+            break
+    monkeypatch.undo()
+    return outcome, examined
+
+
+LIMIT_HEADS = {
+    # a whole head of exactly header_bytes, many fields
+    "fields": b"GET / HTTP/1.1\r\nHost: a\r\n"
+    + b"".join(b"X-%02d: %s\r\n" % (n, b"v" * 150) for n in range(95)),
+    # one long field value, up to the limit
+    "value": b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * (HEAD - 40),
+    # empty lines first, then a head
+    "empty lines": b"\r\n" * 2000 + b"GET / HTTP/1.1\r\nHost: a\r\n",
+}
+
+
+@pytest.mark.parametrize("name", LIMIT_HEADS)
+def test_a_head_trickled_a_byte_per_read_is_parsed_in_linear_work(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker re-parsed the whole buffered head on every read: a 16 KiB head sent a
+    byte per packet cost ~0.45 s of CPU. With a HeadScan per connection, each byte is
+    searched once and the head is checked again only when the buffer has doubled."""
+    body = LIMIT_HEADS[name]
+    whole = body + b"\r\n"  # complete, within the limit
+    assert len(whole) <= HEAD
+    outcome, examined = trickle(whole, monkeypatch, scan=True)
+    assert outcome == parse_request(whole, LIMITS)
+    assert examined <= 4 * HEAD  # quadratic would be ~len(whole)**2 / 2
+    # The same, one byte over the limit: the same verdict as in one piece (431).
+    over = body + b"x" * (HEAD - len(body) + 1)
+    outcome, examined = trickle(over, monkeypatch, scan=True)
+    assert outcome == ("error", 431)
+    assert examined <= 4 * HEAD
+    _, unscanned = trickle(whole, monkeypatch, scan=False)
+    assert unscanned > 100 * HEAD  # what the test guards against
+
+
+def test_a_trickled_invalid_head_keeps_its_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked less often, an invalid head still earns the status of its first bad
+    byte, before the client has sent twice as much."""
+    for raw, status in [
+        (b"GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\nHost: a\r\n" + b"x" * 40, 505),
+        (b"GET /" + b"a" * (LINE + 10), 414),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: b\r\n" + b"x" * 60, 400),
+    ]:
+        outcome, _ = trickle(raw, monkeypatch, scan=True)
+        assert outcome == ("error", status), raw[:40]
