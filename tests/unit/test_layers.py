@@ -1,40 +1,59 @@
 """The layers of docs/architecture.md hold: imports point downward only.
 
-The core (http, static, config, errors) is pure — no sockets, signals, select or
-fork — so it can be tested with bytes and temporary directories alone. The master
-and the worker never import each other: the master is handed the worker's entry.
+A unit is a top-level module (``errors.py``) or a package (``master/``). The core
+(config/, http/, static/, errors and the small core modules) is pure — no sockets,
+signals, select, TLS or fork — so it can be tested with bytes and temporary
+directories alone. The master and the worker never import each other: the master is
+handed the worker's entry function (workerspec.WorkerMain). The worker's status page
+answers with http/response.py's plans, not with the static site.
 """
 
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "forkserver"
-CORE = (
-    "http", "static", "config", "errors",
-    "conditional", "ranges", "negotiate", "mime", "caching", "autoindex", "proxy",
-)
-FORBIDDEN_IN_CORE = {"socket", "signal", "select", "selectors", "subprocess", "multiprocessing"}
+WIRING, PROCESS_CYCLES, OUTER_HELPERS, CORE = 1, 2, 3, 4
 LAYER = {
-    "cli": 1, "__main__": 1,
-    "master": 2, "worker": 2,
-    "listeners": 3, "service": 3, "logs": 3, "scoreboard": 3, "signals": 3,
-    # Between the worker that calls it and the scoreboard and static site it reads.
-    "status": 2.5,
-    "http": 4, "static": 4, "config": 4, "errors": 4,
-    "conditional": 4, "ranges": 4, "negotiate": 4, "mime": 4, "caching": 4, "autoindex": 4,
-    "proxy": 4,
+    "cli": WIRING, "__main__": WIRING,
+    "master": PROCESS_CYCLES, "worker": PROCESS_CYCLES,
+    "listeners": OUTER_HELPERS, "logs": OUTER_HELPERS, "scoreboard": OUTER_HELPERS,
+    "signals": OUTER_HELPERS, "service": OUTER_HELPERS, "workerspec": OUTER_HELPERS,
+    # Issue 15-17 helpers: TLS transport, shared-memory protection, the offload pool.
+    "tls": OUTER_HELPERS, "protect": OUTER_HELPERS, "offload": OUTER_HELPERS,
+    "config": CORE, "http": CORE, "static": CORE, "errors": CORE,
+    "capacity": CORE, "encoding": CORE, "sites": CORE,
 }
+FORBIDDEN_IN_CORE = {
+    "socket", "signal", "select", "selectors", "subprocess", "multiprocessing", "ssl",
+}
+MAX_MODULE_LINES = 400
+MAX_CLASS_LINES = 300
 
 
-def imports_of(module: str) -> tuple[set[str], set[str]]:
-    """(top-level stdlib/third-party modules, forkserver submodules) imported."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+def sources() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def unit_of(path: Path) -> str:
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def name_of(path: Path) -> str:
+    return str(path.relative_to(PACKAGE))
+
+
+@cache
+def imports_of(path: Path) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """(top-level stdlib/third-party modules, forkserver units, forkserver.x.y modules)."""
+    tree = ast.parse(path.read_text())
     outside: set[str] = set()
-    inside: set[str] = set()
+    units: set[str] = set()
+    dotted: set[str] = set()
     for node in ast.walk(tree):
         names = []
         if isinstance(node, ast.Import):
@@ -42,46 +61,89 @@ def imports_of(module: str) -> tuple[set[str], set[str]]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             names = [node.module]
             if node.module == "forkserver":
-                inside.update(alias.name for alias in node.names if alias.name in LAYER)
+                units.update(alias.name for alias in node.names if alias.name in LAYER)
         for name in names:
             if name.startswith("forkserver."):
-                inside.add(name.split(".")[1])
+                units.add(name.split(".")[1])
+                dotted.add(name)
             elif name != "forkserver":
                 outside.add(name.split(".")[0])
-    return outside, inside
+    return frozenset(outside), frozenset(units), frozenset(dotted)
 
 
-def test_every_module_has_a_layer() -> None:
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
-    assert modules <= set(LAYER), modules - set(LAYER)
+def unit_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in sources():
+        unit = unit_of(path)
+        graph.setdefault(unit, set()).update(imports_of(path)[1] - {unit})
+    return graph
 
 
-@pytest.mark.parametrize("module", CORE)
-def test_core_is_pure(module: str) -> None:
-    outside, _ = imports_of(module)
-    assert not outside & FORBIDDEN_IN_CORE
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+def test_every_unit_has_a_layer() -> None:
+    units = {unit_of(p) for p in sources()} - {"__init__"}
+    assert units <= set(LAYER), units - set(LAYER)
+
+
+@pytest.mark.parametrize("path", [p for p in sources() if LAYER.get(unit_of(p)) == CORE],
+                         ids=name_of)
+def test_core_is_pure(path: Path) -> None:
+    outside, _, _ = imports_of(path)
+    assert not outside & FORBIDDEN_IN_CORE, f"{name_of(path)}: {outside & FORBIDDEN_IN_CORE}"
+    tree = ast.parse(path.read_text())
     forks = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "fork"]
-    assert not forks, f"{module} calls fork"
+    assert not forks, f"{name_of(path)} calls fork"
 
 
-@pytest.mark.parametrize("module", sorted(LAYER))
-def test_imports_point_downward(module: str) -> None:
-    _, inside = imports_of(module)
-    for target in inside:
-        # Wiring (layer 1) and the core (layer 4) may use their own layer's modules.
-        same_layer_ok = LAYER[module] in (1, 4) and LAYER[target] == LAYER[module]
-        assert LAYER[target] > LAYER[module] or same_layer_ok, (
-            f"{module} (layer {LAYER[module]}) imports {target} (layer {LAYER[target]})"
+@pytest.mark.parametrize("path", [p for p in sources() if unit_of(p) != "__init__"],
+                         ids=name_of)
+def test_imports_point_downward(path: Path) -> None:
+    unit = unit_of(path)
+    for target in imports_of(path)[1] - {unit}:
+        # Wiring, outer helpers and the core may use their own layer (the graph stays
+        # acyclic, below); the two process cycles may not use each other.
+        same_layer_ok = LAYER[unit] != PROCESS_CYCLES and LAYER[target] == LAYER[unit]
+        assert LAYER[target] > LAYER[unit] or same_layer_ok, (
+            f"{name_of(path)} (layer {LAYER[unit]}) imports {target} (layer {LAYER[target]})"
         )
 
 
+def test_units_never_import_each_other_in_a_cycle() -> None:
+    graph = unit_graph()
+    done: set[str] = set()
+
+    def visit(unit: str, trail: tuple[str, ...]) -> None:
+        assert unit not in trail, " → ".join((*trail, unit))
+        if unit in done:
+            return
+        for target in sorted(graph.get(unit, ())):
+            visit(target, (*trail, unit))
+        done.add(unit)
+
+    for unit in sorted(graph):
+        visit(unit, ())
+
+
 def test_master_and_worker_do_not_import_each_other() -> None:
-    assert "worker" not in imports_of("master")[1]
-    assert "master" not in imports_of("worker")[1]
+    graph = unit_graph()
+    assert "worker" not in graph["master"]
+    assert "master" not in graph["worker"]
 
 
-def test_every_module_says_what_it_owns() -> None:
-    for path in PACKAGE.glob("*.py"):
-        doc = ast.get_docstring(ast.parse(path.read_text()))
-        assert doc, f"{path.name} has no module docstring"
+def test_the_status_page_answers_with_http_plans_not_the_static_site() -> None:
+    _, units, _ = imports_of(PACKAGE / "worker" / "status.py")
+    assert "static" not in units
+
+
+@pytest.mark.parametrize("path", sources(), ids=name_of)
+def test_every_module_says_what_it_owns(path: Path) -> None:
+    assert ast.get_docstring(ast.parse(path.read_text())), f"{name_of(path)} has no docstring"
+
+
+@pytest.mark.parametrize("path", sources(), ids=name_of)
+def test_no_module_over_400_lines_and_no_class_over_300(path: Path) -> None:
+    text = path.read_text()
+    assert text.count("\n") <= MAX_MODULE_LINES, f"{name_of(path)}: {text.count(chr(10))} lines"
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+            length = node.end_lineno - node.lineno + 1
+            assert length <= MAX_CLASS_LINES, f"{name_of(path)}: class {node.name} {length}"
