@@ -1,20 +1,14 @@
 """HTTP/1.1 on the wire, sans-I/O: request heads in, response vocabulary out.
 
-Owns the request parser (``request``), the PROXY protocol header (``proxy``) and the
-words every answer is made of (``response``). Re-exports the names other modules
-import from ``forkserver.http``. Must not touch sockets, signals, files or the clock.
+Owns the request parser (``request``; ``heads`` for a worker's connections), the
+PROXY protocol header (``proxy``) and the words every answer is made of
+(``response``). Re-exports the names other modules import from ``forkserver.http``.
+Must not touch sockets, signals, files or the clock.
 """
 
 from forkserver.errors import HttpError
-from forkserver.http.request import (
-    HEAD_CACHE_ENTRIES,
-    HEAD_CACHE_MAX_BYTES,
-    MAX_CONTENT_LENGTH,
-    HeadParser,
-    HeadScan,
-    Request,
-    parse_request,
-)
+from forkserver.http.heads import HEAD_CACHE_ENTRIES, HEAD_CACHE_MAX_BYTES, HeadParser, HeadScan
+from forkserver.http.request import MAX_CONTENT_LENGTH, Request, parse_request
 from forkserver.http.response import (
     NOSNIFF,
     REASONS,

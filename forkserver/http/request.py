@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from forkserver.config import Limits
 from forkserver.errors import HttpError
 
-__all__ = ["HeadParser", "HeadScan", "HttpError", "Request", "parse_request"]
+__all__ = ["HttpError", "Request", "parse_request"]
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__, which
@@ -105,7 +105,7 @@ _FIELD_LINE_PREFIX = re.compile(rf"(?:[{_TCHAR}]++(?::[{_VALUE_CHAR}]*+)?)?")
 # rescan every run of spaces from each of its positions (quadratic: 0.4 s for one
 # 16 KiB field); these never backtrack.
 _FIELD = re.compile(rf"([{_TCHAR}]++):[ \t]*+((?:[ \t]*+[^ \t\r]++)*+)[ \t]*+\r\n")
-_LEADING_EMPTY_LINES = re.compile(rb"(?:\r\n)*")
+LEADING_EMPTY_LINES = re.compile(rb"(?:\r\n)*")
 
 # uri-host [":" port] (RFC 9110 §7.2, RFC 3986 §3.2.2); the IP-literal is checked
 # further by _valid_ip_literal.
@@ -135,7 +135,7 @@ def parse_request(buf: bytes | bytearray, limits: Limits) -> tuple[Request, int]
     """
     start = 0
     if buf.startswith(b"\r\n"):  # RFC 9112 §2.2: skip empty lines before the request
-        leading = _LEADING_EMPTY_LINES.match(buf)
+        leading = LEADING_EMPTY_LINES.match(buf)
         start = leading.end() if leading else 0
     end = buf.find(b"\r\n\r\n", start)
     if end < 0 or end + 4 > limits.header_bytes:
@@ -204,98 +204,6 @@ def parse_request(buf: bytes | bytearray, limits: Limits) -> tuple[Request, int]
         text[:line_end],
     )
     return request, end + 4
-
-
-# The heads a worker parses repeat: a client asks for the same URL with the same
-# fields (polling, health checks, a CDN refilling, every load generator). Parsing
-# depends on nothing but the head's bytes and the limits, so a head seen before gets
-# its earlier Request back for one dict lookup (~0.4 us instead of ~3.5 us).
-# Bounded in entries and in head length; cleared when full, so a client sending
-# endless distinct heads costs one lookup and insert each (~0.3 us), never memory.
-HEAD_CACHE_ENTRIES = 256
-HEAD_CACHE_MAX_BYTES = 2048  # a browser's head without large cookies
-
-
-class HeadScan:
-    """How far one connection's unfinished head has been looked at (``HeadParser``).
-
-    ``searched``: bytes already searched for the end of the head (CRLFCRLF).
-    ``checked``: the buffer's size when it was last checked for errors.
-    ``leading``: the end of the empty lines before the request line, as far as seen.
-    All start at 0 and go back to 0 when a head is parsed (the worker then drops its
-    bytes).
-    """
-
-    __slots__ = ("checked", "leading", "searched")
-
-    def __init__(self) -> None:
-        self.searched = 0
-        self.checked = 0
-        self.leading = 0
-
-
-class HeadParser:
-    """parse_request for one worker's limits, remembering the heads that parsed."""
-
-    __slots__ = ("heads", "limits")
-
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-        self.heads: dict[bytes, tuple[Request, int]] = {}
-
-    def parse(
-        self, buf: bytes | bytearray, scan: HeadScan | None = None
-    ) -> tuple[Request, int] | None:
-        """Same contract as ``parse_request(buf, self.limits)``.
-
-        With ``scan`` (one per connection, for the head at the start of ``buf``) a head
-        that arrives in many reads costs time linear in its size, not quadratic: each
-        read searches only the new bytes for the end of the head, and the unfinished
-        head is checked for errors again only once the buffer has doubled since the
-        last check, or reached ``limits.header_bytes``. An invalid head still gets the
-        status of its first bad byte (parse_request decides it), at the latest once
-        the client has sent as many bytes again as it had before.
-        """
-        end = buf.find(b"\r\n\r\n", 0, HEAD_CACHE_MAX_BYTES)
-        if end <= 0:  # no whole head within reach, or empty lines first: no caching
-            if scan is None:
-                return parse_request(buf, self.limits)
-            return self._parse_unfinished(buf, scan)
-        if scan is not None and scan.searched:
-            scan.searched = scan.checked = scan.leading = 0  # it came whole after all
-        head = bytes(buf[: end + 4])
-        parsed = self.heads.get(head)
-        if parsed is None:
-            parsed = parse_request(buf, self.limits)
-            if parsed is not None and parsed[1] == len(head):
-                if len(self.heads) >= HEAD_CACHE_ENTRIES:
-                    self.heads.clear()
-                self.heads[head] = parsed
-        return parsed
-
-    def _parse_unfinished(
-        self, buf: bytes | bytearray, scan: HeadScan
-    ) -> tuple[Request, int] | None:
-        """parse_request, skipped while it could only say "need more" or repeat itself."""
-        size = len(buf)
-        if buf.startswith(b"\r\n"):  # empty lines first: continue where they were left
-            leading = _LEADING_EMPTY_LINES.match(buf, scan.leading)
-            scan.leading = leading.end() if leading else scan.leading
-        # The 3 bytes before the new ones may start a CRLFCRLF that ends in them; the
-        # head's own cannot start before its request line.
-        if size < self.limits.header_bytes and buf.find(
-            b"\r\n\r\n", max(scan.searched - 3, scan.leading)
-        ) < 0:
-            scan.searched = size
-            if size < 2 * scan.checked:
-                return None  # checked at half this size or more: the cost stays linear
-            scan.checked = size
-        parsed = parse_request(buf, self.limits)
-        if parsed is None:
-            scan.searched = scan.checked = size
-        else:
-            scan.searched = scan.checked = scan.leading = 0
-        return parsed
 
 
 def _reject_incomplete(buf: bytes | bytearray, start: int, limits: Limits) -> None:

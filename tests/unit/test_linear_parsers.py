@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from forkserver.config import Limits
 from forkserver.errors import HttpError
 from forkserver.http import HeadParser, HeadScan, parse_request
-from forkserver.http import request as http_request
+from forkserver.http import heads as http_heads
 from forkserver.http.proxy import V2_SIGNATURE, ProxyError, parse_proxy_header
 from forkserver.logs import escape_field
 from forkserver.static import resolve_path
@@ -350,14 +350,14 @@ def trickle(raw: bytes, monkeypatch: pytest.MonkeyPatch, scan: bool) -> tuple[ob
     the outcome and the bytes parse_request was handed in all (its work is linear in
     what it is handed)."""
     examined = 0
-    real = http_request.parse_request
+    real = parse_request
 
     def counting(buf: bytes | bytearray, limits: Limits) -> object:
         nonlocal examined
         examined += len(buf)
         return real(buf, limits)
 
-    monkeypatch.setattr(http_request, "parse_request", counting)
+    monkeypatch.setattr(http_heads, "parse_request", counting)
     parser = HeadParser(LIMITS)
     progress = HeadScan() if scan else None
     buf = bytearray()
