@@ -61,17 +61,18 @@ def connected_pair(worker: Worker) -> tuple[socket.socket, Connection]:
 def run_round(worker: Worker, request: bytes, expected: int, count: int) -> float:
     """CPU microseconds per request (both ends of the connection are this process)."""
     client, connection = connected_pair(worker)
+    on_readable = worker.reader.on_readable
     try:
         started = time.process_time()
         for _ in range(count):
             client.send(request)
-            worker.on_readable(connection)
+            on_readable(connection)
             received = 0
             while received < expected:
                 received += len(client.recv(RECEIVE_BYTES))
         return (time.process_time() - started) / count * 1e6
     finally:
-        worker.close(connection)
+        worker.responder.close(connection)
         client.close()
 
 
@@ -79,24 +80,28 @@ def run_close_round(worker: Worker, request: bytes, count: int) -> float:
     """CPU microseconds per request when every request has a connection of its own."""
     listener = socket.create_server(("127.0.0.1", 0), backlog=128)
     listener.setblocking(False)
-    worker.listeners[listener.fileno()] = listener
-    worker.families[listener] = socket.AF_INET
+    acceptor = worker.acceptor
+    acceptor.listeners[listener.fileno()] = listener
+    acceptor.families[listener] = socket.AF_INET
+    accept_batch = acceptor.accept_batch
+    on_readable = worker.reader.on_readable
+    close = worker.responder.close
     address = listener.getsockname()
     try:
         started = time.process_time()
         for _ in range(count):
             client = socket.create_connection(address)
-            worker.accept_batch(listener)
+            accept_batch(listener)
             client.send(request)
             connection = worker.connections[max(worker.connections)]
-            worker.on_readable(connection)
+            on_readable(connection)
             while client.recv(RECEIVE_BYTES):
                 pass
             client.close()
-            worker.close(connection)  # had it lingered, the client's close ends it
+            close(connection)  # had it lingered, the client's close ends it
         return (time.process_time() - started) / count * 1e6
     finally:
-        del worker.listeners[listener.fileno()]
+        del acceptor.listeners[listener.fileno()]
         listener.close()
 
 
@@ -105,7 +110,7 @@ def response_length(worker: Worker, request: bytes) -> int:
     client, connection = connected_pair(worker)
     try:
         client.send(request)
-        worker.on_readable(connection)
+        worker.reader.on_readable(connection)
         data = b""
         while b"\r\n\r\n" not in data:
             data += client.recv(RECEIVE_BYTES)
@@ -115,7 +120,7 @@ def response_length(worker: Worker, request: bytes) -> int:
             body += client.recv(RECEIVE_BYTES)
         return len(head) + 4 + length
     finally:
-        worker.close(connection)
+        worker.responder.close(connection)
         client.close()
 
 

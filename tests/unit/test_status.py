@@ -13,13 +13,14 @@ import pytest
 
 from forkserver.config import Config, Limits, Status
 from forkserver.http import Request, parse_request
-from forkserver.negotiate import prefers_plain_text
 from forkserver.scoreboard import RESTART_REASONS, Scoreboard, SlotState
 from forkserver.static import StaticSite
-from forkserver.status import StatusPage, render_json, render_prometheus
+from forkserver.static.negotiate import prefers_plain_text
+from forkserver.worker.status import StatusPage, render_json, render_prometheus
 from tests.exposition import ExpositionError, parse_exposition
 
 STATUS = "/server-status"
+NOW = 1000.0  # the worker's monotonic clock, as it passes it to the page
 
 
 def parsed(head: str) -> Request:
@@ -150,29 +151,30 @@ def test_the_strict_parser_rejects_what_prometheus_would(text: str, problem: str
 
 
 def test_allowed_clients_get_json_with_no_store(page: StatusPage) -> None:
-    plan = page.plan(get(), "127.0.0.1")
+    plan = page.plan(get(), "127.0.0.1", NOW)
     assert plan.status == 200
     headers = dict(plan.headers)
     assert headers["Content-Type"] == "application/json"
     assert headers["Cache-Control"] == "no-store"
     assert int(headers["Content-Length"]) == len(plan.body)
     assert json.loads(plan.body)["master_pid"] == 4242
-    assert page.plan(get(), "::1").status == 200
+    assert page.plan(get(), "::1", NOW).status == 200
 
 
 @pytest.mark.parametrize("client", ["10.0.0.1", "127.0.0.2", "::2", "-", "unix:/x", ""])
 def test_other_clients_get_the_404_of_a_missing_path(page: StatusPage, client: str) -> None:
-    refused = page.plan(get(), client)
+    refused = page.plan(get(), client, NOW)
     missing = page.site.plan(get("/no-such-file"))
     assert (refused.status, refused.headers, refused.body) == (
         missing.status, missing.headers, missing.body,
     )
-    head = page.plan(get(method="HEAD"), client)
+    head = page.plan(get(method="HEAD"), client, NOW)
     assert head.status == 404 and head.body == b""
 
 
 def test_head_has_the_headers_and_no_body(page: StatusPage) -> None:
-    full, head = page.plan(get(), "127.0.0.1"), page.plan(get(method="HEAD"), "127.0.0.1")
+    full = page.plan(get(), "127.0.0.1", NOW)
+    head = page.plan(get(method="HEAD"), "127.0.0.1", NOW)
     assert head.body == b"" and head.status == 200
     # The uptime moves between the two calls; the length of its digits rarely does.
     assert dict(head.headers).keys() == dict(full.headers).keys()
@@ -183,7 +185,7 @@ def test_other_methods_are_refused_like_anywhere(
     page: StatusPage, method: str, status: int
 ) -> None:
     for client in ("127.0.0.1", "10.0.0.1"):
-        assert page.plan(get(method=method), client).status == status
+        assert page.plan(get(method=method), client, NOW).status == status
 
 
 @pytest.mark.parametrize(
@@ -202,7 +204,7 @@ def test_the_format_follows_the_query_then_accept(
     page: StatusPage, query: str, accept: str | None, prometheus: bool
 ) -> None:
     extra = f"Accept: {accept}\r\n" if accept else ""
-    plan = page.plan(get(STATUS + query, extra=extra), "127.0.0.1")
+    plan = page.plan(get(STATUS + query, extra=extra), "127.0.0.1", NOW)
     content_type = dict(plan.headers)["Content-Type"]
     assert content_type.startswith("text/plain; version=0.0.4") == prometheus
 
@@ -220,10 +222,10 @@ def test_plain_text_must_be_preferred_to_json(accept: str | None, expected: bool
 
 
 def test_an_unknown_format_is_a_bad_request(page: StatusPage) -> None:
-    assert page.plan(get(STATUS + "?format=xml"), "127.0.0.1").status == 400
+    assert page.plan(get(STATUS + "?format=xml"), "127.0.0.1", NOW).status == 400
 
 
 def test_a_request_with_a_body_closes_the_connection(page: StatusPage) -> None:
     request = get(extra="Content-Length: 3\r\n")
-    assert page.plan(request, "127.0.0.1").close
-    assert page.plan(request, "10.0.0.1").close
+    assert page.plan(request, "127.0.0.1", NOW).close
+    assert page.plan(request, "10.0.0.1", NOW).close

@@ -29,9 +29,10 @@ from urllib.parse import parse_qsl
 
 from forkserver.config import Config
 from forkserver.http import Request
-from forkserver.negotiate import prefers_plain_text
+from forkserver.http.response import NOSNIFF, Plan, keeps_alive
 from forkserver.scoreboard import CODE_CLASSES, Scoreboard, SlotState, Snapshot
-from forkserver.static import NOSNIFF, Plan, StaticSite
+from forkserver.static import StaticSite
+from forkserver.static.negotiate import prefers_plain_text
 
 # What a worker compares request paths with when the endpoint is off: a parsed path
 # never holds a NUL (request targets are visible ASCII), so it never matches.
@@ -70,7 +71,8 @@ class StatusPage:
             return False
         return any(address in network for network in self.allow)
 
-    def plan(self, request: Request, client: str) -> Plan:
+    def plan(self, request: Request, client: str, now: float) -> Plan:
+        """The answer for ``status.path``; ``now`` is the worker's monotonic clock."""
         method = request.method
         if method not in ("GET", "HEAD"):
             return self.site.plan(request)  # 405 or 501, as for any other path
@@ -78,12 +80,12 @@ class StatusPage:
         if not self.allowed(client):
             result = self.site.error_plan(404, head=head)  # as if the path did not exist
         else:
-            result = self.answer(request, head)
-        if request.content_length:
-            result.close = True  # the body is never read (as StaticSite.plan does)
+            result = self.answer(request, head, now)
+        if not keeps_alive(request, result):
+            result.close = True  # e.g. a body that is never read (as StaticSite.plan does)
         return result
 
-    def answer(self, request: Request, head: bool) -> Plan:
+    def answer(self, request: Request, head: bool, now: float) -> Plan:
         wanted = [value for name, value in parse_qsl(request.query) if name == "format"]
         if wanted:
             if wanted[-1] not in _FORMATS:
@@ -95,7 +97,7 @@ class StatusPage:
         if prometheus:
             body, content_type = render_prometheus(snapshot).encode(), PROMETHEUS_TYPE
         else:
-            body, content_type = render_json(snapshot, time.monotonic()).encode(), JSON_TYPE
+            body, content_type = render_json(snapshot, now).encode(), JSON_TYPE
         headers = [
             ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
