@@ -78,14 +78,14 @@ def hash_bytes(data: bytes) -> str:
     return content_tag(hashlib.blake2b(data, digest_size=DIGEST_BYTES).hexdigest())
 
 
-def coded_tag(tag: str, coding: str, level: int) -> str:
-    """The tag of ``tag``'s representation after ``coding`` at ``level``.
+def coded_tag(tag: str, label: str) -> str:
+    """The tag of another representation made from the one ``tag`` names.
 
-    ``"abc"`` → ``"abc-gzip6"``. The level is part of it because another level makes
-    other bytes, and a strong tag promises the same bytes (§8.8.3). A weak tag stays
-    weak (``W/`` is kept in front).
+    ``"abc"`` + ``gzip6`` → ``"abc-gzip6"`` (gzip at level 6: another level makes
+    other bytes, and a strong tag promises the same bytes, §8.8.3); ``gunzip`` for a
+    ``.gz`` decoded. A weak tag stays weak (``W/`` is kept in front).
     """
-    return f'{tag[:-1]}-{coding}{level}"'
+    return f'{tag[:-1]}-{label}"'
 
 
 class ContentTags:
