@@ -25,13 +25,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
+from typing import Protocol
 from urllib.parse import parse_qsl
 
 from forkserver.config import Config
 from forkserver.http import Request
 from forkserver.http.response import NOSNIFF, Plan, keeps_alive
 from forkserver.scoreboard import CODE_CLASSES, Scoreboard, SlotState, Snapshot
-from forkserver.static import StaticSite
 from forkserver.static.negotiate import prefers_plain_text
 
 # What a worker compares request paths with when the endpoint is off: a parsed path
@@ -45,10 +45,20 @@ _STATES = {SlotState.BOOTING: "booting", SlotState.SERVING: "serving",
 _FORMATS = ("json", "prometheus")
 
 
+class ErrorPlanner(Protocol):
+    """What the page asks of the worker's site (``StaticSite``): its answers for the
+    methods it does not serve and its error pages (custom ones included), so a refused
+    client cannot tell the status path from a missing file."""
+
+    def plan(self, request: Request) -> Plan: ...
+
+    def error_plan(self, status: int, *, head: bool = False) -> Plan: ...
+
+
 class StatusPage:
     """Built once per worker; ``plan`` answers each request for ``status.path``."""
 
-    def __init__(self, config: Config, site: StaticSite, scoreboard: Scoreboard) -> None:
+    def __init__(self, config: Config, site: ErrorPlanner, scoreboard: Scoreboard) -> None:
         self.site = site
         self.scoreboard = scoreboard
         self.allow = tuple(ipaddress.ip_network(network) for network in config.status.allow)
@@ -82,7 +92,7 @@ class StatusPage:
         else:
             result = self.answer(request, head, now)
         if not keeps_alive(request, result):
-            result.close = True  # e.g. a body that is never read (as StaticSite.plan does)
+            result.close = True  # e.g. a body that is never read (as the site does)
         return result
 
     def answer(self, request: Request, head: bool, now: float) -> Plan:
