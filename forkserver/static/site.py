@@ -91,7 +91,7 @@ from forkserver.static.filecache import (
     FileCache,
 )
 from forkserver.static.mime import CONTENT_TYPES, ContentTypes
-from forkserver.static.negotiate import prefers_json
+from forkserver.http.negotiate import prefers_json
 from forkserver.static.pages import HTML_TYPE, ErrorPages, server_header
 from forkserver.static.partial import partial_plan
 from forkserver.static.paths import ResolvedPath, redirect_location, resolve_path

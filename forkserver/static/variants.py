@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from forkserver.static.docroot import Docroot, Opened
-from forkserver.static.negotiate import BR, GZIP, choose_encoding
+from forkserver.http.negotiate import BR, GZIP, choose_encoding
 
 __all__ = ["VARIANT_SUFFIXES", "Representation", "representation"]
 

@@ -32,7 +32,7 @@ from forkserver.config import Config
 from forkserver.http import Request
 from forkserver.http.response import NOSNIFF, Plan, keeps_alive
 from forkserver.scoreboard import CODE_CLASSES, Scoreboard, SlotState, Snapshot
-from forkserver.static.negotiate import prefers_plain_text
+from forkserver.http.negotiate import prefers_plain_text
 
 # What a worker compares request paths with when the endpoint is off: a parsed path
 # never holds a NUL (request targets are visible ASCII), so it never matches.

@@ -40,7 +40,7 @@ from forkserver.logs import escape_field
 from forkserver.static import resolve_path
 from forkserver.static.caching import CacheRules, glob_regex
 from forkserver.static.conditional import evaluate_preconditions, if_range_holds, parse_etags
-from forkserver.static.negotiate import coding_weights, prefers_json, prefers_plain_text
+from forkserver.http.negotiate import coding_weights, prefers_json, prefers_plain_text
 from forkserver.static.ranges import parse_range
 
 LIMITS = Limits()  # request_line 8190, header_bytes 16384, headers 100

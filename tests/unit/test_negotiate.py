@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from forkserver.static.negotiate import choose_encoding, coding_weights, prefers_json
+from forkserver.http.negotiate import choose_encoding, coding_weights, prefers_json
 
 BOTH = (True, True)
 
