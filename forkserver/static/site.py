@@ -63,6 +63,7 @@ from collections.abc import Callable, Mapping
 
 from forkserver.config import Config
 from forkserver.errors import HttpError
+from forkserver.http.negotiate import prefers_json
 from forkserver.http.request import Request
 from forkserver.http.response import (
     NOSNIFF,
@@ -91,7 +92,6 @@ from forkserver.static.filecache import (
     FileCache,
 )
 from forkserver.static.mime import CONTENT_TYPES, ContentTypes
-from forkserver.http.negotiate import prefers_json
 from forkserver.static.pages import HTML_TYPE, ErrorPages, server_header
 from forkserver.static.partial import partial_plan
 from forkserver.static.paths import ResolvedPath, redirect_location, resolve_path

@@ -12,8 +12,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from forkserver.static.docroot import Docroot, Opened
 from forkserver.http.negotiate import BR, GZIP, choose_encoding
+from forkserver.static.docroot import Docroot, Opened
 
 __all__ = ["VARIANT_SUFFIXES", "Representation", "representation"]
 

@@ -30,9 +30,9 @@ from urllib.parse import parse_qsl
 
 from forkserver.config import Config
 from forkserver.http import Request
+from forkserver.http.negotiate import prefers_plain_text
 from forkserver.http.response import NOSNIFF, Plan, keeps_alive
 from forkserver.scoreboard import CODE_CLASSES, Scoreboard, SlotState, Snapshot
-from forkserver.http.negotiate import prefers_plain_text
 
 # What a worker compares request paths with when the endpoint is off: a parsed path
 # never holds a NUL (request targets are visible ASCII), so it never matches.

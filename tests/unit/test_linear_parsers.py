@@ -35,12 +35,12 @@ from forkserver.config import Limits
 from forkserver.errors import HttpError
 from forkserver.http import HeadParser, HeadScan, parse_request
 from forkserver.http import heads as http_heads
+from forkserver.http.negotiate import coding_weights, prefers_json, prefers_plain_text
 from forkserver.http.proxy import V2_SIGNATURE, ProxyError, parse_proxy_header
 from forkserver.logs import escape_field
 from forkserver.static import resolve_path
 from forkserver.static.caching import CacheRules, glob_regex
 from forkserver.static.conditional import evaluate_preconditions, if_range_holds, parse_etags
-from forkserver.http.negotiate import coding_weights, prefers_json, prefers_plain_text
 from forkserver.static.ranges import parse_range
 
 LIMITS = Limits()  # request_line 8190, header_bytes 16384, headers 100

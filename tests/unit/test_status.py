@@ -13,9 +13,9 @@ import pytest
 
 from forkserver.config import Config, Limits, Status
 from forkserver.http import Request, parse_request
+from forkserver.http.negotiate import prefers_plain_text
 from forkserver.scoreboard import RESTART_REASONS, Scoreboard, SlotState
 from forkserver.static import StaticSite
-from forkserver.http.negotiate import prefers_plain_text
 from forkserver.worker.status import StatusPage, render_json, render_prometheus
 from tests.exposition import ExpositionError, parse_exposition
 
