@@ -80,6 +80,45 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
+def signal_pending(pid: int, signum: int) -> bool:
+    """Whether ``signum`` was sent to ``pid`` and not yet delivered (or discarded)."""
+    bit = 1 << (signum - 1)
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & bit:
+            return True
+    return False
+
+
+def send_and_deliver(pid: int, signum: int) -> None:
+    """Signal ``pid`` and wait until the kernel has delivered it, so the next signal of
+    the same number is not merged with this one while pending."""
+    os.kill(pid, signum)
+    wait_for(lambda: not signal_pending(pid, signum), what=f"signal {signum} delivered")
+
+
+def holds_open(pid: int, path: Path) -> bool:
+    """Whether ``pid`` has ``path`` itself open (a renamed file shows its new name, a
+    deleted one its name with " (deleted)", so neither counts)."""
+    fds = Path(f"/proc/{pid}/fd")
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) == str(path):
+                return True
+    return False
+
+
+def send_queue(port: int, peer_port: int) -> int | None:
+    """Bytes queued to send on the 127.0.0.1 connection from ``port`` to ``peer_port``
+    (tx_queue of /proc/net/tcp), or None if there is no such connection."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            parts = line.split()
+            local, remote = parts[1].rsplit(":", 1)[1], parts[2].rsplit(":", 1)[1]
+            if int(local, 16) == port and int(remote, 16) == peer_port:
+                return int(parts[4].split(":")[0], 16)
+    return None
+
+
 def socket_inodes(pid: int) -> set[str]:
     inodes = set()
     with contextlib.suppress(OSError):
@@ -267,3 +306,19 @@ def running(directory: Path, settings: dict[str, Any], args: list[str] | None = 
         yield server
     finally:
         server.stop()
+
+
+def flushed_access_log(server: Server) -> str:
+    """Every access line the workers have so far, without waiting out the flush interval.
+
+    USR1 makes each worker flush its buffer and then reopen the log. The log is moved
+    aside first, so a worker holding the path again has flushed into the old file.
+    """
+    access = Path(server.settings["access_log"])
+    aside = access.with_name(access.name + ".flushed")
+    access.rename(aside)
+    workers = server.workers()
+    server.signal(signal.SIGUSR1)
+    wait_for(lambda: all(holds_open(pid, access) for pid in workers), timeout=10,
+             what="every worker flushing and reopening its access log")
+    return aside.read_text(errors="replace") + server.access_log

@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.load import LoadResult, run_load
-from tests.support import Server, request, running, wait_for
+from tests.support import Server, holds_open, request, running, wait_for
 
 FILES = {"/index.html": b"<p>hello</p>\n", "/style.css": b"p { color: red }\n"}
 NO_SPACE = "cannot write the access log"
@@ -66,11 +65,13 @@ def said_by_pid(text: str, phrase: str) -> Counter[str]:
     return pids
 
 
-def serve_in_rounds(server: Server, rounds: int = 3) -> None:
-    """Requests in rounds over more than a second each: every round is a new flush."""
-    for _ in range(rounds):
-        serve_for(server, 1.0)
-        time.sleep(1.1)  # the access buffer is flushed at least once a second
+def serve_over_many_flushes(server: Server) -> None:
+    """Requests for 3.5 s, or 3000 of them: either way several flushes per worker.
+
+    A worker flushes its access buffer at least once a second while lines are
+    pending, and whenever 256 are; the test polls for what the flushes say after.
+    """
+    serve_for(server, 3.5)
 
 
 def assert_once_per_worker(server: Server, text: str, phrase: str) -> None:
@@ -130,7 +131,7 @@ def test_a_full_log_disk_keeps_serving_and_is_reported_once(
         }
         with running(tmp_path, settings) as server:
             filler = fill(logs, logs / "error.log")
-            serve_in_rounds(server)
+            serve_over_many_flushes(server)
             wait_for(lambda: NO_SPACE in server.stderr, timeout=5, what="the stderr line")
             assert "No space left on device" in server.stderr
             assert_once_per_worker(server, server.stderr, NO_SPACE)
@@ -156,7 +157,7 @@ def test_an_access_log_on_dev_full_keeps_serving_until_usr1_fixes_it(
     access = tmp_path / "access.log"
     access.symlink_to("/dev/full")
     with running(tmp_path, {"docroot": str(docroot), "access_log": str(access)}) as server:
-        serve_in_rounds(server)
+        serve_over_many_flushes(server)
         wait_for(lambda: NO_SPACE in server.error_log, timeout=5, what="the error line")
         assert "No space left on device" in server.error_log
         assert_once_per_worker(server, server.error_log, NO_SPACE)
@@ -166,7 +167,8 @@ def test_an_access_log_on_dev_full_keeps_serving_until_usr1_fixes_it(
         server.signal(signal.SIGUSR1)
         wait_for(lambda: server.error_log.count("log files reopened") == 1, timeout=5,
                  what="the reopen")
-        time.sleep(0.3)  # the workers have their USR1 too
+        wait_for(lambda: all(holds_open(pid, access) for pid in server.workers()), timeout=5,
+                 what="every worker reopening the access log")
         serve_for(server, 2.0)
         wait_for(lambda: WRITABLE_AGAIN in server.error_log, timeout=5,
                  what="the recovery line")
@@ -184,14 +186,14 @@ def test_a_deleted_access_log_is_reported_once_and_usr1_recreates_it(
         wait_for(lambda: access.exists() and "GET /" in access.read_text(), timeout=5,
                  what="access lines")
         access.unlink()
-        serve_in_rounds(server)
+        serve_over_many_flushes(server)
         wait_for(lambda: DELETED in server.error_log, timeout=5, what="the deletion warning")
         assert_once_per_worker(server, server.error_log, DELETED)
         assert not access.exists()
 
         server.signal(signal.SIGUSR1)
-        wait_for(access.exists, timeout=5, what="a new access.log")
-        time.sleep(0.3)  # the workers have their USR1 too
+        wait_for(lambda: all(holds_open(pid, access) for pid in server.workers()), timeout=5,
+                 what="every worker writing to a new access.log")
         result = serve_for(server, 2.0)
         wait_for(lambda: access.read_text().count("\n") >= result.requests, timeout=5,
                  what="every request of the last round in the new file")

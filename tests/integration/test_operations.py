@@ -25,8 +25,10 @@ from tests.support import (
     Server,
     alive,
     get,
+    holds_open,
     port_bindable,
     running,
+    send_and_deliver,
     status_of,
     wait_for,
 )
@@ -72,36 +74,10 @@ def under_load(
         assert holder, "the load did not finish"
 
 
-def signal_pending(pid: int, signum: int) -> bool:
-    """Whether ``signum`` was sent to ``pid`` and not yet delivered (or discarded)."""
-    bit = 1 << (signum - 1)
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & bit:
-            return True
-    return False
-
-
-def send_and_deliver(pid: int, signum: int) -> None:
-    """Signal ``pid`` and wait until the kernel has delivered it, so the next signal of
-    the same number is not merged with this one while pending."""
-    os.kill(pid, signum)
-    wait_for(lambda: not signal_pending(pid, signum), what=f"signal {signum} delivered")
-
-
 def assert_clean(result: LoadResult) -> None:
     assert result.requests > 200, result.summary()
     assert not result.failures, result.summary()
     assert result.resets == 0, result.summary()
-
-
-def holds_open(pid: int, path: Path) -> bool:
-    """Whether ``pid`` has ``path`` itself open (a renamed file shows its new name)."""
-    fds = Path(f"/proc/{pid}/fd")
-    for fd in fds.iterdir():
-        with contextlib.suppress(OSError):
-            if os.readlink(fd) == str(path):
-                return True
-    return False
 
 
 def title(pid: int) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.load import read_response
-from tests.support import Server, running, wait_for
+from tests.support import Server, running, send_queue, wait_for
 
 BIG_BYTES = 16 * 1024 * 1024
 SMALL_BYTES = 4096  # served from the open-file cache (up to 64 KiB)
@@ -109,7 +109,16 @@ def stall(server: Server) -> tuple[StalledDownload, bytes]:
     old = (docroot / "big.bin").read_bytes()
     download = StalledDownload(server.port, "/big.bin")
     assert download.length == BIG_BYTES
-    time.sleep(0.2)  # the server fills the socket buffers and waits for EPOLLOUT
+    client_port = download.sock.getsockname()[1]
+    queued: list[int | None] = []
+
+    def stalled() -> bool:
+        """The server's send queue holds bytes and has stopped growing: its send
+        buffer is full and it waits for EPOLLOUT."""
+        queued.append(send_queue(server.port, client_port))
+        return len(queued) >= 2 and bool(queued[-1]) and queued[-1] == queued[-2]
+
+    wait_for(stalled, timeout=10, interval=0.05, what="the server's send stalled mid-body")
     return download, old
 
 
