@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from forkserver.capacity import MAX_WORKERS as _MAX_WORKERS
+from forkserver.encoding.settings import CompressSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,12 @@ class Limits:
     request_line: int = 8190  # longer → 414 (Apache's LimitRequestLine default)
     header_bytes: int = 16384  # larger head → 431
     headers: int = 100  # more fields → 431
+    # Protection (SPEC §9, forkserver/protect/): per client address, across workers.
+    connections_per_client: int = 0  # open connections; 0 = off (extra: 503, closed)
+    requests_per_second: float = 0.0  # token bucket refill; 0 = off (over: 429)
+    burst: int = 0  # extra requests at once: the bucket holds burst + 1
+    exempt: tuple[str, ...] = ()  # client networks no per-client limit applies to
+    min_send_rate: int = 0  # bytes/s over a sliding 10 s window; 0 = off (slower: reset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +39,46 @@ class Status:
     path: str | None = None  # the status endpoint's URL path; None = off
     allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # client networks, normalized
     access_log: bool = True  # false: answers to allowed clients leave no access-log line
+
+
+# -- sites and rules (SPEC §7, §8; forkserver/sites/ compiles them) -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSetting:
+    """``auth: {realm: Staff, htpasswd: conf/staff.htpasswd}``; the path made absolute."""
+
+    realm: str
+    htpasswd: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSetting:
+    """One entry of ``rules:``, in the order written."""
+
+    match: str  # a glob in the cache_control syntax
+    redirect: str | None = None  # a template (config/redirects.py)
+    status: int = 301  # of the redirect
+    fallback: str | None = None  # a URL path in the docroot, percent-encoded
+    allow: tuple[str, ...] | None = None  # networks, as ipaddress writes them
+    auth: AuthSetting | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    line: int = 0  # where the rule starts in its file, for messages at load
+
+
+@dataclass(frozen=True, slots=True)
+class SiteSetting:
+    """One entry of ``sites:`` (SPEC §7): its names and what it sets itself.
+
+    ``overrides`` are Config fields (``docroot``, ``autoindex``, ``tls``, …) with their
+    checked values; every other static-file key is inherited whole from the top level.
+    """
+
+    names: tuple[str, ...]  # normalized (config/sites.py config_name), "*." wildcards kept
+    default: bool = False
+    rules: tuple[RuleSetting, ...] = ()
+    overrides: tuple[tuple[str, object], ...] = ()
+    line: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +101,12 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_requests: int = 0
     max_requests_jitter: int = 0
+    worker_memory_limit: int | None = None  # resident bytes; above → replaced (SPEC §9)
     limits: Limits = field(default_factory=Limits)
     # Static files (docs/http.md). Mappings are kept as tuples of pairs, in file order.
-    precompressed: bool = True  # serve X.br / X.gz when the client accepts them
+    precompressed: bool = True  # serve X.br / X.zst / X.gz when the client accepts them
+    compress: CompressSettings = field(default_factory=CompressSettings)  # gzip on the fly
+    etag: str = "mtime"  # or "content": a hash of the bytes (forkserver/encoding/etags.py)
     cache_control: tuple[tuple[str, str | None], ...] = (("*", "no-cache"),)  # glob → value
     headers: tuple[tuple[str, str], ...] = ()  # added to every response
     mime_types: tuple[tuple[str, str], ...] = ()  # extension (lower case, no dot) → type
@@ -68,6 +118,9 @@ class Config:
     # accepted only from these networks (normalized CIDR text).
     proxy_protocol: bool = False
     proxy_protocol_from: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    # Sites and rules (SPEC §7, §8): without sites, the top-level keys are the one site.
+    rules: tuple[RuleSetting, ...] = ()
+    sites: tuple[SiteSetting, ...] = ()
     source: str | None = None  # absolute path of the YAML file, None without -c
 
 

@@ -8,26 +8,22 @@ off its loop (``forkserver.offload``).
 """
 
 from forkserver.sites.auth import Guard, Pending, Verifier, basic_credentials
-from forkserver.sites.hosts import Claim, SiteTable, config_name, site_name
+from forkserver.sites.hosts import Claim, SiteTable, site_name
 from forkserver.sites.htpasswd import Htpasswd, HtpasswdError, parse_htpasswd, read_htpasswd
 from forkserver.sites.rules import NOTHING, Decision, Rules
-from forkserver.sites.settings import AuthSetting, RuleSetting
 
 __all__ = [
     "NOTHING",
-    "AuthSetting",
     "Claim",
     "Decision",
     "Guard",
     "Htpasswd",
     "HtpasswdError",
     "Pending",
-    "RuleSetting",
     "Rules",
     "SiteTable",
     "Verifier",
     "basic_credentials",
-    "config_name",
     "parse_htpasswd",
     "read_htpasswd",
     "site_name",

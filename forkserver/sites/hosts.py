@@ -15,7 +15,6 @@ wildcards, walking the labels right to left (never a scan of the sites).
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -23,9 +22,8 @@ from typing import Generic, TypeVar
 __all__ = [
     "MAX_NAME_LENGTH",
     "Claim",
-    "NameProblem",
     "SiteTable",
-    "config_name",
+    "ipv6_name",
     "site_name",
 ]
 
@@ -34,15 +32,7 @@ S = TypeVar("S")
 # A DNS name has at most 253 characters (RFC 1035 §2.3.4, without the final dot); an
 # IPv6 literal with brackets at most 47. Anything longer names no site.
 MAX_NAME_LENGTH = 253
-WILDCARD_PREFIX = "*."
-# A configured name: DNS labels of letters, digits, "-" (and "_", which real host
-# names carry, e.g. "_acme"), each 1..63 characters, dot-separated. Checked once per
-# name at load, label by label.
-_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
-
-
-class NameProblem(ValueError):
-    """A configured site name is not a host name; the message completes "NAME …"."""
+WILDCARD_PREFIX = "*."  # as config/sites.py writes a wildcard name
 
 
 def site_name(host: str) -> str | None:
@@ -64,7 +54,7 @@ def site_name(host: str) -> str | None:
         end = host.find("]")
         if end < 0 or not _port_ok(host, end + 1):
             return None
-        return _ipv6_name(host[1:end])
+        return ipv6_name(host[1:end])
     name, colon, port = host.rpartition(":")
     if colon:
         if port and not (port.isascii() and port.isdigit()):  # "host:" is allowed
@@ -87,48 +77,13 @@ def _port_ok(host: str, start: int) -> bool:
     return host[start] == ":" and (not port or (port.isascii() and port.isdigit()))
 
 
-def _ipv6_name(inside: str) -> str | None:
+def ipv6_name(inside: str) -> str | None:
+    """The compressed form of an IPv6 literal's inside, with brackets; None if invalid."""
     try:
         return f"[{ipaddress.IPv6Address(inside).compressed}]"
     except ValueError:
         # IPvFuture ("v1.x") has no canonical form: case-folded, as sent.
         return f"[{inside.lower()}]" if inside[:1] in ("v", "V") else None
-
-
-def config_name(value: str) -> str:
-    """A name from ``sites[].names`` normalized like ``site_name``; NameProblem if bad.
-
-    Accepted: a DNS name (``example.org``, ``www.example.org.``, any case), a wildcard
-    ``*.example.org`` (one ``*`` label, leftmost, then a name), an IPv4 address, an
-    IPv6 literal in brackets (``[::1]``). Refused: ports, spaces, a bare ``*``, a
-    ``*`` inside a label (``w*.example.org``) and anything else no Host could carry.
-    """
-    if not value or value != value.strip():
-        raise NameProblem("is not a host name (empty, or blanks around it)")
-    if value.startswith("["):
-        if not value.endswith("]"):
-            raise NameProblem("is not an IPv6 literal such as '[::1]'")
-        name = _ipv6_name(value[1:-1])
-        if name is None or name.startswith("[v"):
-            raise NameProblem("is not an IPv6 literal such as '[::1]'")
-        return name
-    wildcard = value.startswith(WILDCARD_PREFIX)
-    rest = value[len(WILDCARD_PREFIX) :] if wildcard else value
-    name = rest.lower()
-    if name.endswith("."):
-        name = name[:-1]
-    if "*" in name:
-        raise NameProblem(
-            "has a '*' that is not the whole leftmost label (write '*.example.org')"
-        )
-    if ":" in name:
-        raise NameProblem("has a port or a colon: a site is chosen by name, whatever the port")
-    if len(name) > MAX_NAME_LENGTH or not all(map(_LABEL.fullmatch, name.split("."))):
-        raise NameProblem(
-            "is not a host name (labels of letters, digits and '-', 1 to 63 characters, "
-            "separated by dots)"
-        )
-    return WILDCARD_PREFIX + name if wildcard else name
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +107,8 @@ class _Suffix(Generic[S]):
 class SiteTable(Generic[S]):
     """Names → sites. Built once per generation; ``find`` costs dict probes only.
 
-    ``entries`` pairs each site with its names as ``config_name`` returns them. A name
+    ``entries`` pairs each site with its names as ``config.sites.config_name`` returns
+    them. A name
     claimed twice raises ValueError (the configuration reports it with its line before
     a table is ever built).
     """

@@ -20,13 +20,13 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from forkserver.config.model import RuleSetting
+from forkserver.config.redirects import Template, compile_template, rest_offset
 from forkserver.sites.auth import Guard
 from forkserver.sites.htpasswd import Htpasswd
-from forkserver.sites.redirects import Template, compile_template
-from forkserver.sites.settings import RuleSetting
-from forkserver.static.caching import CacheRules, _glob_tokens
+from forkserver.static.caching import CacheRules
 
-__all__ = ["NOTHING", "Decision", "Rules", "rest_offset"]
+__all__ = ["NOTHING", "Decision", "Rules"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -50,22 +50,6 @@ class Decision:
 
 
 NOTHING = Decision()
-
-
-def rest_offset(pattern: str) -> int | None:
-    """Where ``{rest}`` starts in a path this glob matches, or None if it cannot say.
-
-    ``{rest}`` is what a trailing ``*``/``**`` matched. It is well-defined and found
-    without a second match when the glob is anchored (has a "/") and that star is its
-    only one: every token before it matches exactly one character.
-    """
-    anchored, tokens = _glob_tokens(pattern)
-    if not anchored or not tokens or tokens[-1][0] == "one":
-        return None
-    prefix = tokens[:-1]
-    if any(kind != "one" for kind, _ in prefix):
-        return None
-    return len(prefix)
 
 
 @dataclass(frozen=True, slots=True)

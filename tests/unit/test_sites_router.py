@@ -11,13 +11,13 @@ import bcrypt
 import pytest
 
 from forkserver.config import Config
+from forkserver.config.model import AuthSetting, RuleSetting
 from forkserver.http import Request
 from forkserver.http.response import Plan, close_body
 from forkserver.sites.hosts import SiteTable
 from forkserver.sites.htpasswd import parse_htpasswd
 from forkserver.sites.router import AuthCheck, Router, Site
 from forkserver.sites.rules import Rules
-from forkserver.sites.settings import AuthSetting, RuleSetting
 from forkserver.static import StaticSite
 
 HTPASSWD = "/conf/staff.htpasswd"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from forkserver.config.model import AuthSetting, RuleSetting
+from forkserver.config.redirects import TemplateProblem, compile_template, rest_offset
 from forkserver.sites.htpasswd import Htpasswd
-from forkserver.sites.redirects import TemplateProblem, compile_template
-from forkserver.sites.rules import NOTHING, Rules, rest_offset
-from forkserver.sites.settings import AuthSetting, RuleSetting
+from forkserver.sites.rules import NOTHING, Rules
 
 USERS = {"/etc/staff": Htpasswd("/etc/staff", {})}
 

@@ -1,11 +1,11 @@
-"""forkserver.sites.checks: rules and site names from YAML, every problem at its line."""
+"""forkserver.config.sites: rules and site names from YAML, every problem at its line."""
 
 from __future__ import annotations
 
 import pytest
 
-from forkserver.sites.checks import check_rules, site_names
-from forkserver.sites.settings import AuthSetting, RuleSetting
+from forkserver.config.model import AuthSetting, RuleSetting
+from forkserver.config.sites import NameProblem, check_rules, config_name, site_names
 
 
 def line_of(path: tuple[object, ...]) -> int:
@@ -82,3 +82,26 @@ def test_site_names() -> None:
     assert site_names(["ok.org", "bad name", 3], "sites[0]", line_of, problems) == ()
     assert [text.split(":")[0] for _, text in problems] == [
         "sites[0].names[1]", "sites[0].names[2]"]
+
+
+@pytest.mark.parametrize(("value", "name"), [
+    ("Example.ORG", "example.org"),
+    ("www.example.org.", "www.example.org"),
+    ("*.Example.net", "*.example.net"),
+    ("_acme.example.org", "_acme.example.org"),
+    ("10.0.0.1", "10.0.0.1"),
+    ("[0::1]", "[::1]"),
+    ("localhost", "localhost"),
+])
+def test_config_name_accepts(value: str, name: str) -> None:
+    assert config_name(value) == name
+
+
+@pytest.mark.parametrize("value", [
+    "", " example.org", "*", "*.", "w*.example.org", "a.*.example.org", "example.org:80",
+    "exa mple.org", "-a.example.org", "a-.example.org", "a..b", "x" * 64 + ".org",
+    "[::1", "[v1.x]", "ex\u00e4mple.org", "a/b",
+])
+def test_config_name_refuses(value: str) -> None:
+    with pytest.raises(NameProblem):
+        config_name(value)

@@ -1,7 +1,9 @@
 """Redirect templates: ``/new/{rest}{query}`` checked once at load, filled per request.
 
 Owns the template grammar (SPEC §8), its load-time checks and the rendering of a
-``Location`` from the parts of a request. Pure string work: no requests, no files.
+``Location`` from the parts of a request (forkserver/sites/rules.py calls ``render``;
+it lives here so the configuration can check templates without importing the sites
+package). Pure string work: no requests, no files.
 
 What a client sends can only land where the template puts a placeholder, and only
 as URI characters: values keep the percent-encoding as sent (``%20`` stays
@@ -21,7 +23,10 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
-__all__ = ["PLACEHOLDERS", "REDIRECT_STATUSES", "Template", "TemplateProblem", "compile_template"]
+__all__ = [
+    "PLACEHOLDERS", "REDIRECT_STATUSES", "Template", "TemplateProblem", "compile_template",
+    "rest_offset",
+]
 
 PATH, REST, QUERY = "path", "rest", "query"
 PLACEHOLDERS = (PATH, REST, QUERY)
@@ -111,6 +116,42 @@ def _literal(text: str) -> str:
             "or non-ASCII: percent-encode them)"
         )
     return text
+
+
+def rest_offset(pattern: str) -> int | None:
+    """Where ``{rest}`` starts in a path the glob ``pattern`` matches, or None.
+
+    ``{rest}`` is what a trailing ``*``/``**`` matched. It is found without a second
+    match when the glob is anchored (has a "/", as in cache_control) and that star is
+    its only one: every earlier token (a character, ``?`` or a ``[class]``) matches
+    exactly one character, so the rest starts at their count.
+    """
+    if "/" not in pattern:
+        return None
+    if not pattern.startswith("/"):
+        pattern = "/" + pattern
+    if not pattern.endswith("*"):
+        return None
+    prefix = pattern.rstrip("*")
+    if len(pattern) - len(prefix) > 2:
+        return None  # "***" is no glob anyone means
+    count, i, n = 0, 0, len(prefix)
+    while i < n:
+        char = prefix[i]
+        if char == "*":
+            return None
+        if char == "[":  # a class is one character; the same reading as caching.py's
+            j = i + 1
+            if j < n and prefix[j] == "!":
+                j += 1
+            if j < n and prefix[j] == "]":
+                j += 1
+            j = prefix.find("]", j)
+            if j >= 0:
+                i = j
+        count += 1
+        i += 1
+    return count
 
 
 def _check_authority(parts: list[str]) -> None:

@@ -12,6 +12,7 @@ its nearest enclosing one.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -19,17 +20,17 @@ from urllib.parse import quote
 
 from forkserver.config.checks import Invalid, kind_of, network, show
 from forkserver.config.entries import extra_header
-from forkserver.sites.hosts import NameProblem, config_name
-from forkserver.sites.redirects import (
+from forkserver.config.model import AuthSetting, RuleSetting
+from forkserver.config.redirects import (
     DEFAULT_REDIRECT_STATUS,
     REDIRECT_STATUSES,
     TemplateProblem,
     compile_template,
+    rest_offset,
 )
-from forkserver.sites.rules import rest_offset
-from forkserver.sites.settings import AuthSetting, RuleSetting
 
-__all__ = ["RULE_KEYS", "LineOf", "Problems", "check_rules", "site_names"]
+__all__ = ["RULE_KEYS", "LineOf", "NameProblem", "Problems", "check_rules", "config_name",
+           "site_names"]
 
 LineOf = Callable[[tuple[object, ...]], int]
 Problems = list[tuple[int, str]]  # (line, "KEY: VALUE reason")
@@ -41,6 +42,61 @@ MAX_RULES = 1000  # a list longer than this is a generated mistake, not a site's
 # characters and spaces, no '"' or '\' that would need escaping.
 _REALM = re.compile(r"[\x20-\x7e]{1,200}")
 _FALLBACK_SAFE = "/!$&'()*+,;=:@-._~"
+WILDCARD_PREFIX = "*."
+MAX_NAME_LENGTH = 253  # RFC 1035 §2.3.4, without the final dot
+# A configured name: DNS labels of letters, digits, "-" (and "_", which real host
+# names carry, e.g. "_acme"), each 1..63 characters, dot-separated.
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
+class NameProblem(ValueError):
+    """A configured site name is not a host name; the message completes "NAME …"."""
+
+
+def _ipv6_literal(inside: str) -> str | None:
+    # The same form as sites.hosts.ipv6_name gives a Host (a test pins the agreement).
+    try:
+        return f"[{ipaddress.IPv6Address(inside).compressed}]"
+    except ValueError:
+        return None
+
+
+
+
+def config_name(value: str) -> str:
+    """A name from ``sites[].names`` normalized like ``sites.hosts.site_name``; NameProblem if bad.
+
+    Accepted: a DNS name (``example.org``, ``www.example.org.``, any case), a wildcard
+    ``*.example.org`` (one ``*`` label, leftmost, then a name), an IPv4 address, an
+    IPv6 literal in brackets (``[::1]``). Refused: ports, spaces, a bare ``*``, a
+    ``*`` inside a label (``w*.example.org``) and anything else no Host could carry.
+    """
+    if not value or value != value.strip():
+        raise NameProblem("is not a host name (empty, or blanks around it)")
+    if value.startswith("["):
+        if not value.endswith("]"):
+            raise NameProblem("is not an IPv6 literal such as '[::1]'")
+        name = _ipv6_literal(value[1:-1])
+        if name is None:
+            raise NameProblem("is not an IPv6 literal such as '[::1]'")
+        return name
+    wildcard = value.startswith(WILDCARD_PREFIX)
+    rest = value[len(WILDCARD_PREFIX) :] if wildcard else value
+    name = rest.lower()
+    if name.endswith("."):
+        name = name[:-1]
+    if "*" in name:
+        raise NameProblem(
+            "has a '*' that is not the whole leftmost label (write '*.example.org')"
+        )
+    if ":" in name:
+        raise NameProblem("has a port or a colon: a site is chosen by name, whatever the port")
+    if len(name) > MAX_NAME_LENGTH or not all(map(_LABEL.fullmatch, name.split("."))):
+        raise NameProblem(
+            "is not a host name (labels of letters, digits and '-', 1 to 63 characters, "
+            "separated by dots)"
+        )
+    return WILDCARD_PREFIX + name if wildcard else name
 
 
 def check_rules(
