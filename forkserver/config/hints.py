@@ -27,8 +27,7 @@ NGINX_WORDS = {
     "send_timeout": "is send: under timeouts: here",
     "index": "has no equivalent: a directory is served by its index.html",
     "gzip_static": "is precompressed: here",
-    "gzip": "is precompressed: here (ready-made .gz and .br files; nothing is compressed "
-            "on the fly)",
+    "gzip": "is gzip: under compress: here (gzip_static is precompressed:)",
     "pid": "is pidfile: here",
     "add_header": "is headers: here",
     "error_page": "is error_pages: here",
@@ -52,6 +51,8 @@ def unknown_key(
     elif key in SCHEMA:  # "timeouts.header: 5" written flat at the top level
         head, _, tail = key.partition(".")
         return f"unknown key (write it nested: '{tail}:' indented under '{head}:')"
+    elif key.lower() in NGINX_WORDS:  # before children: nginx's "types" is not compress's
+        return f"unknown key (nginx's {key.lower()} {NGINX_WORDS[key.lower()]})"
     elif key in CHILD_KEYS:  # before fuzzy matching, which finds "headers" for "header"
         section = CHILD_KEYS[key].partition(".")[0]
         line = (empty_sections or {}).get(section)
@@ -61,8 +62,6 @@ def unknown_key(
                 f"{section}: (line {line})"
             )
         close = [CHILD_KEYS[key]]
-    elif key.lower() in NGINX_WORDS:
-        return f"unknown key (nginx's {key.lower()} {NGINX_WORDS[key.lower()]})"
     else:
         close = difflib.get_close_matches(key, TOP_LEVEL_KEYS, n=1)
         if not close:  # "keepalive: 5" at the top level belongs in a section

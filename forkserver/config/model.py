@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from forkserver.capacity import MAX_WORKERS as _MAX_WORKERS
 from forkserver.encoding.settings import CompressSettings
+from forkserver.encoding.settings import CompressSettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,12 @@ from forkserver.config.checks import (
     status_path,
     workers_count,
 )
+from forkserver.config.compression import (
+    compress_level,
+    compress_min_size,
+    compress_types,
+    etag_mode,
+)
 from forkserver.config.entries import (
     cache_control_rule,
     error_page,
@@ -166,6 +172,11 @@ SCHEMA: dict[str, Setting] = with_defaults({
     "limits.header_bytes": integer_setting(MIN_HEADER_BYTES, MAX_HEAD_BYTES),
     "limits.headers": integer_setting(MIN_HEADERS, MAX_HEADERS),
     "precompressed": BOOLEAN,
+    "compress.gzip": BOOLEAN,
+    "compress.types": Setting(compress_types),
+    "compress.min_size": Setting(compress_min_size, int_from_text),
+    "compress.level": Setting(compress_level, int_from_text),
+    "etag": Setting(etag_mode),
     "cache_control": Setting(
         mapping_of(cache_control_rule, "glob patterns to values"), mapping=True
     ),
