@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,16 +194,23 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def load_in_background(port: int, files: list[dict[str, bytes]], seconds: float
-                       ) -> tuple[threading.Thread, list[LoadResult]]:
+                       ) -> tuple[threading.Thread, LoadResult]:
+    """Start the load; the result is live (watch ``requests`` grow), complete after join."""
     def expect(path: str, status: int, body: bytes) -> bool:
         return status == 200 and any(body == release[path] for release in files)
 
-    holder: list[LoadResult] = []
-    thread = threading.Thread(target=lambda: holder.append(
-        run_load(port, LOADED_PATHS, expect, seconds=seconds, keepalive_clients=3,
-                 fresh_clients=2)))
+    result = LoadResult()
+    thread = threading.Thread(target=lambda: run_load(
+        port, LOADED_PATHS, expect, seconds=seconds, keepalive_clients=3, fresh_clients=2,
+        result=result))
     thread.start()
-    return thread, holder
+    return thread, result
+
+
+def wait_answered(result: LoadResult, more: int, what: str) -> None:
+    """Wait until the load has had ``more`` requests answered from now on."""
+    target = result.requests + more
+    wait_for(lambda: result.requests >= target, timeout=15, what=what)
 
 
 def access_lines(host: Server, marker: str) -> list[str]:
@@ -222,8 +228,10 @@ def fetch_over_ipv6(port: int, path: str) -> bytes:
 
 def test_a_dead_host_is_taken_out_and_no_request_fails_after(cluster: Cluster) -> None:
     web1, web2 = cluster.hosts
-    thread, holder = load_in_background(cluster.haproxy.port, [RELEASE_ONE], seconds=6)
-    time.sleep(2)  # the load reaches both hosts first
+    thread, during = load_in_background(cluster.haproxy.port, [RELEASE_ONE], seconds=6)
+    # The load reaches both hosts first (their access lines come within a flush).
+    wait_for(lambda: all(access_lines(host, "GET /a.txt") for host in (web1, web2)),
+             timeout=15, what="the load on both hosts")
     workers = web2.workers()
     assert workers
     web2.signal(signal.SIGKILL)  # the whole "host" dies: its master, without warning
@@ -233,10 +241,8 @@ def test_a_dead_host_is_taken_out_and_no_request_fails_after(cluster: Cluster) -
     cluster.haproxy.wait_state("web2", "DOWN")
     assert cluster.haproxy.states()["web1"].startswith("UP")
     thread.join(timeout=60)
-    during = holder[0]
+    assert not thread.is_alive(), "the load did not finish"
     assert during.requests > 100, during.summary()
-    for host in (web1, web2):
-        assert access_lines(host, "GET /a.txt"), f"{host.directory.name} got no load"
 
     # From now on, every request goes to the host that is up.
     after = run_load(cluster.haproxy.port, LOADED_PATHS,
@@ -259,9 +265,9 @@ def test_a_dead_host_is_taken_out_and_no_request_fails_after(cluster: Cluster) -
 
 
 def test_rolling_a_new_docroot_with_reloads_loses_no_request(cluster: Cluster) -> None:
-    thread, holder = load_in_background(cluster.haproxy.port, [RELEASE_ONE, RELEASE_TWO],
-                                        seconds=7)
-    time.sleep(1)
+    thread, during = load_in_background(cluster.haproxy.port, [RELEASE_ONE, RELEASE_TWO],
+                                        seconds=10)
+    wait_answered(during, 20, "the load flowing")
     switch_symlink(cluster.current, "releases/two")  # shared here; one per host in life
     for host in cluster.hosts:
         old_workers = host.workers()
@@ -274,9 +280,11 @@ def test_rolling_a_new_docroot_with_reloads_loses_no_request(cluster: Cluster) -
 
         wait_for(new_generation, timeout=20, what=f"{host.directory.name}'s new generation")
         wait_for(old_retired, timeout=40, what=f"{host.directory.name}'s old workers retiring")
-        time.sleep(1)  # one host new, the other still old, under load
+        # Requests answered with this host new and the other still old (or, after
+        # the last host, with both new).
+        wait_answered(during, 50, f"the load after {host.directory.name}'s reload")
     thread.join(timeout=60)
-    during = holder[0]
+    assert not thread.is_alive(), "the load did not finish"
     assert during.requests > 200, during.summary()
     assert not during.failures and during.resets == 0, during.summary()
     # Every host now serves the new release only.

@@ -436,12 +436,14 @@ def test_ready_only_once_a_request_can_be_served(
     try:
         start_foreground(server, {"NOTIFY_SOCKET": notifications.address})
         ready = notifications.wait("READY")
-        # At the moment READY=1 arrives every worker serves: a request succeeds at once.
+        # At the moment READY=1 arrives every worker serves: a request succeeds on the
+        # first try, with no retry. How fast is the bench's to measure; the deadline
+        # here is generous (a loaded 2-core machine), far below a start-up that hangs.
         port = int(server.find_port() or 0)
         assert port and len(server.workers()) == 3
         started = time.monotonic()
         assert get(port).endswith(INDEX)
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 5.0
         assert notifications.seen == [ready], "nothing before READY=1"
         assert ready.pid == server.pid, "sent by the main process (NotifyAccess=main works)"
         assert re.fullmatch(r"generation 1, 3 workers serving, 0 requests served by live workers",
