@@ -66,6 +66,9 @@ def unknown_key(
         close = difflib.get_close_matches(key, TOP_LEVEL_KEYS, n=1)
         if not close:  # "keepalive: 5" at the top level belongs in a section
             leaves = {k.partition(".")[2]: k for k in SCHEMA if "." in k}
-            nested = difflib.get_close_matches(key.rpartition(".")[2], list(leaves), n=1)
+            # A stricter cutoff than difflib's 0.6: at 0.6 "bogus" would "mean" burst.
+            nested = difflib.get_close_matches(
+                key.rpartition(".")[2], list(leaves), n=1, cutoff=0.7
+            )
             close = [leaves[nested[0]]] if nested else []
     return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from forkserver.config.checks import Invalid, InvalidItems, InvalidKey, show
 from forkserver.config.model import MAX_WORKERS, UNIX_PREFIX, Config
 from forkserver.config.preflight import usable_cpus
+from forkserver.config.protection import burst_problem
 from forkserver.config.schema import (
     COMMAND_LINE,
     COMMAND_LINE_RANK,
@@ -192,7 +193,7 @@ class Layers:
         values, origins = self.values, self.origins
         for problem in (
             docroot_bad, limits_problem(values, origins), socket_keys_problem(values, origins),
-            group_problem(values, origins),
+            group_problem(values, origins), burst_problem(values, origins),
         ):
             if problem is not None:
                 self.problems.append(problem)

@@ -33,6 +33,12 @@ class Limits:
     burst: int = 0  # extra requests at once: the bucket holds burst + 1
     exempt: tuple[str, ...] = ()  # client networks no per-client limit applies to
     min_send_rate: int = 0  # bytes/s over a sliding 10 s window; 0 = off (slower: reset)
+    # Protection (SPEC §9, forkserver/protect/): per client address, across workers.
+    connections_per_client: int = 0  # open connections; 0 = off (extra: 503, closed)
+    requests_per_second: float = 0.0  # token bucket refill; 0 = off (over: 429)
+    burst: int = 0  # extra requests at once: the bucket holds burst + 1
+    exempt: tuple[str, ...] = ()  # client networks no per-client limit applies to
+    min_send_rate: int = 0  # bytes/s over a sliding 10 s window; 0 = off (slower: reset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,7 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_requests: int = 0
     max_requests_jitter: int = 0
+    worker_memory_limit: int | None = None  # resident bytes; above → replaced (SPEC §9)
     worker_memory_limit: int | None = None  # resident bytes; above → replaced (SPEC §9)
     limits: Limits = field(default_factory=Limits)
     # Static files (docs/http.md). Mappings are kept as tuples of pairs, in file order.

@@ -54,6 +54,14 @@ from forkserver.config.model import (
     MIN_REQUEST_LINE,
     Config,
 )
+from forkserver.config.protection import (
+    burst,
+    connections_per_client,
+    exempt,
+    min_send_rate,
+    requests_per_second,
+    worker_memory_limit,
+)
 
 # -- command-line text → value --------------------------------------------------------
 
@@ -87,6 +95,11 @@ def bool_from_text(value: str) -> object:
 
 def as_given(value: str) -> object:
     return value
+
+
+def size_from_text(value: str) -> object:
+    """A size on the command line: digits alone are bytes, else '512MiB' as in YAML."""
+    return int(value) if DECIMAL.fullmatch(value) else value
 
 
 # -- the schema: every key and its rule, in one table ---------------------------------
@@ -171,6 +184,12 @@ SCHEMA: dict[str, Setting] = with_defaults({
     "limits.request_line": integer_setting(MIN_REQUEST_LINE, MAX_HEAD_BYTES),
     "limits.header_bytes": integer_setting(MIN_HEADER_BYTES, MAX_HEAD_BYTES),
     "limits.headers": integer_setting(MIN_HEADERS, MAX_HEADERS),
+    "limits.connections_per_client": Setting(connections_per_client, int_from_text),
+    "limits.requests_per_second": Setting(requests_per_second, seconds_from_text),
+    "limits.burst": Setting(burst, int_from_text),
+    "limits.exempt": Setting(exempt),
+    "limits.min_send_rate": Setting(min_send_rate, size_from_text),
+    "worker_memory_limit": Setting(worker_memory_limit, size_from_text),
     "precompressed": BOOLEAN,
     "compress.gzip": BOOLEAN,
     "compress.types": Setting(compress_types),

@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from forkserver.config.model import Limits
 from forkserver.protect.clients import NO_ROW, ClientTable, Exempt
-from forkserver.protect.settings import Protection
 
 # Refusals by limit, as ``forkserver_limited_total{limit}`` names them.
 LIMIT_NAMES = ("connections", "requests", "min_send_rate")
@@ -37,7 +37,7 @@ UNLIMITED = Admission(b"", NO_ROW)
 class ClientLimits:
     """The per-client limits as one worker applies them."""
 
-    def __init__(self, settings: Protection, table: ClientTable, column: int) -> None:
+    def __init__(self, settings: Limits, table: ClientTable, column: int) -> None:
         self.table = table
         self.column = column  # -1: no column left; counts stay in ``private``
         self.private: dict[int, int] = {}

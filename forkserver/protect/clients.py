@@ -50,6 +50,8 @@ import socket
 import struct
 from array import array
 
+from forkserver.config.protection import MAX_CONNECTIONS_PER_CLIENT as COUNT_MAX
+
 ROWS = 16_384  # distinct clients tracked at once: 2.4 MiB of address space, touched lazily
 COLUMNS = 64  # live workers whose counts are shared (a pool of 32 during a reload)
 PROBES = 8  # rows searched from a client's hash: neighbours, in the same few cache lines
@@ -57,7 +59,6 @@ HEADER_SIZE = 64
 KEY_SIZE = 16
 _TAT_OFFSET = KEY_SIZE
 _COUNTS_OFFSET = KEY_SIZE + 8
-COUNT_MAX = 0xFFFF  # a u16 column saturates here (a worker holds far fewer connections)
 EMPTY_KEY = bytes(KEY_SIZE)
 NO_ROW = -1  # untracked: the table had no room, or the client has no address
 _TAT = struct.Struct("=d")

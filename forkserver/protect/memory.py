@@ -1,9 +1,9 @@
 """``worker_memory_limit``: reading a worker's resident memory, and when to replace it.
 
-Owns the size syntax (``parse_size``), the cheap RSS read (``resident_bytes``, one
-small /proc read) and the master's replacement policy (``MemoryPolicy``), a pure
-state machine: the master feeds it the time and what it reads of its workers, and
-carries out the one action it answers with. Must not signal, fork or log: the
+Owns the cheap RSS read (``resident_bytes``, one small /proc read) and the
+master's replacement policy (``MemoryPolicy``), a pure state machine: the master
+feeds it the time and what it reads of its workers, and carries out the one action
+it answers with. Must not signal, fork or log: the
 master does, so the policy is tested in memory with a clock that is just a number.
 
 The policy, as SPEC §9 states it:
@@ -22,42 +22,17 @@ The policy, as SPEC §9 states it:
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from enum import Enum
 
 CHECK_SECONDS = 1.0  # how often the master reads its workers' RSS: a few reads a second
 BACKOFF_FIRST = 0.5  # as the master's crash back-off
 BACKOFF_CAP = 30.0
-# The smallest limit accepted: a Python worker needs several MiB to start at all.
-MIN_LIMIT = 1024 * 1024
-_UNITS = {
-    "": 1, "B": 1,
-    "K": 1024, "KiB": 1024, "kB": 1000, "KB": 1000,
-    "M": 1024**2, "MiB": 1024**2, "MB": 1000**2,
-    "G": 1024**3, "GiB": 1024**3, "GB": 1000**3,
-    "T": 1024**4, "TiB": 1024**4, "TB": 1000**4,
-}
-_SIZE = re.compile(r"([0-9]{1,15})(?:\.([0-9]{1,6}))? ?([A-Za-z]{0,3})")
 PAGE_SIZE: int
 try:
     PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 except (ValueError, OSError):  # pragma: no cover - every Linux has it
     PAGE_SIZE = 4096
-
-
-def parse_size(text: str) -> int:
-    """``"512MiB"`` → bytes. Binary (KiB, MiB, GiB, TiB, and K, M, G, T as nginx
-    reads them) and decimal (kB, MB, GB, TB) units; ValueError says what is wrong."""
-    match = _SIZE.fullmatch(text.strip())
-    if match is None or match.group(3) not in _UNITS:
-        raise ValueError(
-            "is not a size such as '512MiB', '2GiB' or '300MB' "
-            f"(units: {', '.join(u for u in _UNITS if u)})"
-        )
-    whole, fraction, unit = match.groups()
-    scale = int(10 ** len(fraction or ""))  # "1.5GiB": 15 tenths of a GiB
-    return (int(whole) * scale + int(fraction or "0")) * _UNITS[unit] // scale
 
 
 def resident_bytes(pid: int, proc: str = "/proc") -> int | None:

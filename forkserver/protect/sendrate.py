@@ -23,8 +23,10 @@ a reader look slower than it was.
 
 from __future__ import annotations
 
-from forkserver.protect.settings import SEND_RATE_WINDOW_SECONDS
-
+# Averaged over this long, and judged only once a response has been waiting on its
+# client this long (SPEC §9): shorter windows would reset clients on an ordinary
+# congestion stall.
+SEND_RATE_WINDOW_SECONDS = 10.0
 SAMPLE_SECONDS = 1.0  # the window slides in steps at least this long
 SAMPLES = int(SEND_RATE_WINDOW_SECONDS / SAMPLE_SECONDS) + 1
 

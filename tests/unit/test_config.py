@@ -382,7 +382,8 @@ INVALID = [
     ("timeouts: 5\n", 3,
      "timeouts: 5 is an integer, expected a mapping of header, keepalive, send, graceful, worker"),
     ("limits: [1]\n", 3,
-     "limits: [1] is a list, expected a mapping of request_line, header_bytes, headers"),
+     "limits: [1] is a list, expected a mapping of request_line, header_bytes, headers, "
+     "connections_per_client, requests_per_second, burst, exempt, min_send_rate"),
     ("port: 1\nport: 2\n", 4, "port: duplicate key, first given at line 3"),
     ("limits:\n  headers: 5\n  headers: 6\n", 5,
      "limits.headers: duplicate key, first given at line 4"),

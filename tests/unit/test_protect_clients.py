@@ -11,16 +11,16 @@ import time
 
 import pytest
 
+from forkserver.config.model import Limits
+from forkserver.config.protection import MAX_CONNECTIONS_PER_CLIENT as COUNT_MAX
 from forkserver.protect.admission import UNLIMITED, ClientLimits, retry_after
 from forkserver.protect.clients import (
-    COUNT_MAX,
     NO_ROW,
     PROBES,
     ClientTable,
     Exempt,
     client_key,
 )
-from forkserver.protect.settings import Protection
 
 
 def limits(
@@ -28,7 +28,7 @@ def limits(
 ) -> ClientLimits:
     """One worker's view: the master assigns the column, the worker finds it by slot."""
     assert table.assign(slot) >= 0
-    return ClientLimits(Protection(**settings), table, table.column_of(slot))  # type: ignore[arg-type]
+    return ClientLimits(Limits(**settings), table, table.column_of(slot))  # type: ignore[arg-type]
 
 
 # -- keys and exempt networks -----------------------------------------------------------
@@ -112,7 +112,7 @@ def test_worker_killed_while_holding_counts_does_not_block_its_clients() -> None
     pid = os.fork()
     if pid == 0:  # the worker
         try:
-            worker = ClientLimits(Protection(connections_per_client=3), table, column)
+            worker = ClientLimits(Limits(connections_per_client=3), table, column)
             for _ in range(3):
                 worker.open(key, time.monotonic())
             os.write(ready_w, b"x")
@@ -148,7 +148,7 @@ def test_workers_beyond_the_columns_count_privately_and_still_see_the_others() -
     table = ClientTable(rows=16, columns=1)
     shared = limits(table, 0, connections_per_client=2)
     assert table.assign(1) == -1
-    private = ClientLimits(Protection(connections_per_client=2), table, -1)
+    private = ClientLimits(Limits(connections_per_client=2), table, -1)
     key = client_key("192.0.2.3")
     shared.open(key, 0.0)
     first = private.open(key, 0.0)
@@ -243,7 +243,7 @@ def test_limits_use_the_monotonic_clock_shared_by_processes() -> None:
     if pid == 0:
         code = 2
         try:
-            child = ClientLimits(Protection(requests_per_second=0.5), table, -1)
+            child = ClientLimits(Limits(requests_per_second=0.5), table, -1)
             admission = child.open(key, time.monotonic())
             code = 0 if child.request(admission, time.monotonic()) == 0 else 1
         finally:

@@ -14,32 +14,11 @@ from forkserver.protect.memory import (
     MemoryPolicy,
     Step,
     WorkerMemory,
-    parse_size,
     resident_bytes,
 )
 
 MiB = 1024 * 1024
 LIMIT = 100 * MiB
-
-
-@pytest.mark.parametrize(
-    ("text", "size"),
-    [
-        ("512MiB", 512 * MiB), ("512M", 512 * MiB), ("1GiB", 1024 * MiB), ("2G", 2048 * MiB),
-        ("300MB", 300_000_000), ("64kB", 64_000), ("64KiB", 65536), ("1.5GiB", 1536 * MiB),
-        ("1000", 1000), ("1000B", 1000), (" 8 MiB ", 8 * MiB), ("1TiB", 1024**4),
-    ],
-)
-def test_parse_size(text: str, size: int) -> None:
-    assert parse_size(text) == size
-
-
-@pytest.mark.parametrize(
-    "text", ["", "MiB", "-1MiB", "1 mib", "1XB", "1e9", "12.MiB", "1,5GiB", "9" * 40, "1 2MiB"]
-)
-def test_parse_size_refuses(text: str) -> None:
-    with pytest.raises(ValueError, match="is not a size"):
-        parse_size(text)
 
 
 def test_resident_bytes_of_this_process_and_of_a_gone_one() -> None:
