@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from forkserver.tls.settings import TlsSettings
+from forkserver.config.model import TlsSettings
 
 CA_CONFIG = """\
 [ca]

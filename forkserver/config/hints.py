@@ -13,9 +13,8 @@ from forkserver.config.schema import SCHEMA, TOP_LEVEL_KEYS
 
 # nginx directives a newcomer writes at the top level, and what forkserver calls them:
 # "unknown key (nginx's WORD …)". Fuzzy matching would point these the wrong way
-# (listen → timeouts.send).
+# (root → docroot would be right by luck; index → headers would not).
 NGINX_WORDS = {
-    "listen": "is host: and port: here",
     "root": "is docroot: here",
     "server_name": "has no equivalent: forkserver serves one site per server (not supported "
                    "yet: run one server per site)",

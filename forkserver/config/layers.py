@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from forkserver.config.checks import Invalid, InvalidItems, InvalidKey, show
+from forkserver.config.listen import listen_problems
 from forkserver.config.model import MAX_WORKERS, UNIX_PREFIX, Config
 from forkserver.config.preflight import usable_cpus
 from forkserver.config.protection import burst_problem
@@ -111,7 +112,9 @@ def socket_keys_problem(
     values: Mapping[str, object], origins: Mapping[str, Origin]
 ) -> Problem | None:
     """socket_mode and socket_owner describe a socket file: they need a unix: host."""
-    if pick(values, "host", str).startswith(UNIX_PREFIX):
+    listen = values["listen"]
+    assert isinstance(listen, tuple)
+    if pick(values, "host", str).startswith(UNIX_PREFIX) or any(e.is_unix for e in listen):
         return None
     for key in ("socket_mode", "socket_owner"):
         if values[key] is not None:
@@ -197,6 +200,7 @@ class Layers:
         ):
             if problem is not None:
                 self.problems.append(problem)
+        self.problems.extend(listen_problems(values, origins))
         if docroot_bad is None:
             self.problems.extend(self.error_page_problems(docroot))
 

@@ -89,6 +89,36 @@ class SiteSetting:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """``tls:``: one certificate, a PEM chain (leaf first) and its unencrypted PEM key."""
+
+    certificate: str | None = None  # absolute after loading
+    key: str | None = None
+    min_version: str = "TLSv1.2"  # or TLSv1.3 (config/listen.py MIN_VERSIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenEntry:
+    """One entry of ``listen:``: ``host`` is an address, a host name or ``unix:/path``."""
+
+    host: str
+    port: int  # 0 for a unix socket (and for "pick a free port" on TCP)
+    tls: bool = False
+
+    @property
+    def is_unix(self) -> bool:
+        return self.host.startswith(UNIX_PREFIX)
+
+    def url(self, port: int | None = None) -> str:
+        """``https://ADDR:PORT`` as logged (``port``: the real one after binding :0)."""
+        if self.is_unix:
+            return ("https+" if self.tls else "http+") + self.host
+        scheme = "https" if self.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port if port is None else port}"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     host: str = "127.0.0.1"  # or "unix:/absolute/path" for a unix domain socket
     port: int = 8080
@@ -129,6 +159,11 @@ class Config:
     # Sites and rules (SPEC §7, §8): without sites, the top-level keys are the one site.
     rules: tuple[RuleSetting, ...] = ()
     sites: tuple[SiteSetting, ...] = ()
+    # Listeners and HTTPS (SPEC §6; config/listen.py, forkserver/tls). ``listen`` empty:
+    # host and port name the one plain listener.
+    listen: tuple[ListenEntry, ...] = ()
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    redirect_to_https: bool = False
     source: str | None = None  # absolute path of the YAML file, None without -c
 
 

@@ -43,6 +43,7 @@ from forkserver.config.entries import (
     mapping_without_repeats,
     mime_type_override,
 )
+from forkserver.config.listen import MIN_VERSIONS, listen_list
 from forkserver.config.model import (
     ACCESS_LOG_FORMATS,
     LOG_LEVELS,
@@ -218,6 +219,12 @@ SCHEMA: dict[str, Setting] = with_defaults({
     )),
     "status.access_log": BOOLEAN,
     "proxy_protocol": BOOLEAN,
+    # SPEC §6 (config/listen.py): written as a list; empty = host/port's one listener.
+    "listen": Setting(listen_list),
+    "tls.certificate": Setting(nonblank_string(nullable=True, expected="a path"), is_path=True),
+    "tls.key": Setting(nonblank_string(nullable=True, expected="a path"), is_path=True),
+    "tls.min_version": Setting(one_of(MIN_VERSIONS)),
+    "redirect_to_https": BOOLEAN,
     "proxy_protocol_from": Setting(network_list(None)),
 })
 SECTIONS = frozenset(key.split(".")[0] for key in SCHEMA if "." in key)

@@ -8,23 +8,18 @@ name picks).
 
 from forkserver.tls.certificates import Certificate, CertificateError, check_lines, load_certificate
 from forkserver.tls.contexts import SiteNames, TlsContexts, build_contexts, sni_site
-from forkserver.tls.settings import ListenEntry, TlsSettings, listen_list, tls_settings
 from forkserver.tls.transport import HandshakeFailed, TlsStream, ktls_unavailable
 
 __all__ = [
     "Certificate",
     "CertificateError",
     "HandshakeFailed",
-    "ListenEntry",
     "SiteNames",
     "TlsContexts",
-    "TlsSettings",
     "TlsStream",
     "build_contexts",
     "check_lines",
     "ktls_unavailable",
-    "listen_list",
     "load_certificate",
     "sni_site",
-    "tls_settings",
 ]

@@ -15,7 +15,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from forkserver.tls.settings import TlsSettings
+from forkserver.config.model import TlsSettings
 
 EXPIRY_WARNING_DAYS = 14  # SPEC §6: --check warns when a certificate expires this soon
 DAY_SECONDS = 86400
@@ -104,6 +104,8 @@ def load_certificate(settings: TlsSettings, now: float | None = None) -> Certifi
     """
     now = time.time() if now is None else now
     cert_path, key_path = settings.certificate, settings.key
+    if cert_path is None or key_path is None:
+        raise CertificateError(cert_path or key_path or "tls", "needs a certificate and a key")
     cert_text = _read_pem(cert_path, "certificate")
     if PEM_CERTIFICATE not in cert_text:
         raise CertificateError(cert_path, "has no PEM certificate (-----BEGIN CERTIFICATE-----)")

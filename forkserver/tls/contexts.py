@@ -68,6 +68,7 @@ def server_context(certificate: Certificate) -> ssl.SSLContext:
     context.set_ciphers(TLS12_CIPHERS)
     context.set_alpn_protocols(ALPN_PROTOCOLS)
     settings = certificate.settings
+    assert settings.certificate is not None and settings.key is not None  # load_certificate
     context.load_cert_chain(settings.certificate, settings.key)
     return context
 

@@ -351,7 +351,8 @@ INVALID = [
     ("status:\npath: /server-status\n", 4,
      "path: unknown top-level key; it is a key of status: indent it under status: (line 3)"),
     # What nginx calls them.
-    ("listen: 8080\n", 3, "listen: unknown key (nginx's listen is host: and port: here)"),
+    ("listen: 8080\n", 3, "listen: 8080 is an integer, expected a list of listeners such as "
+     "['127.0.0.1:8080', {address: '127.0.0.1:8443', tls: true}]"),
     ("root: /srv/www\n", 3, "root: unknown key (nginx's root is docroot: here)"),
     ("server_name: example.org\n", 3,
      "server_name: unknown key (nginx's server_name has no equivalent: forkserver serves one "

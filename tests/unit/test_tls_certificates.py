@@ -16,7 +16,7 @@ from forkserver.tls.certificates import (
     check_lines,
     load_certificate,
 )
-from forkserver.tls.settings import TlsSettings
+from forkserver.config.model import TlsSettings
 from tests.tlscerts import Authority, lone_key, openssl, self_signed
 
 
@@ -139,4 +139,4 @@ def test_check_warns_within_fourteen_days(authority: Authority) -> None:
     assert "later.example" in lines[1]
     assert len(warnings) == 1
     assert f"less than {EXPIRY_WARNING_DAYS}" in warnings[0]
-    assert warnings[0].startswith(soon.settings.certificate)
+    assert warnings[0].startswith(str(soon.settings.certificate))

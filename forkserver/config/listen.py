@@ -1,55 +1,30 @@
-"""TLS and listener settings: frozen values, and the pure checks that make them.
+"""Listeners and HTTPS settings: the checks of ``listen:``, ``tls:`` and their rules together.
 
-Owns the shape of the ``listen:`` entries, of ``tls:`` (top level and per site) and
-of ``redirect_to_https`` as the configuration loader will hand them over, and the
-checks that turn a YAML value into one of them or raise the config package's
-``Invalid`` (SPEC §6). Must not open files, sockets or build SSL contexts: loading
-certificates is certificates.py's, contexts are contexts.py's.
+Owns what a ``listen:`` entry may be (``"127.0.0.1:8080"``, ``"[::]:80"``,
+``"unix:/run/x.sock"``, ``{address: ..., tls: true}``), the ``tls:`` keys' values,
+and the rules between keys of SPEC §6: ``listen`` replaces ``host``/``port`` (both
+given is an error), a TLS listener needs a certificate and key, the two go together.
+Pure: loading the certificate files is forkserver/tls's (with ``ssl``, outside the core).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from forkserver.config.checks import Invalid, host_address, kind_of, show
-from forkserver.config.model import UNIX_PREFIX
+from forkserver.config.model import UNIX_PREFIX, ListenEntry, TlsSettings
+
+if TYPE_CHECKING:
+    from forkserver.config.schema import Origin, Problem
 
 MIN_VERSIONS = ("TLSv1.2", "TLSv1.3")  # TLS 1.0/1.1 and SSLv3 are never offered (RFC 8996)
 DEFAULT_MIN_VERSION = "TLSv1.2"
 MAX_PORT = 65535
 LISTEN_KEYS = ("address", "tls")
 TLS_KEYS = ("certificate", "key", "min_version")
-
-
-@dataclass(frozen=True, slots=True)
-class TlsSettings:
-    """One certificate: PEM chain (leaf first) and its unencrypted PEM key."""
-
-    certificate: str
-    key: str
-    min_version: str = DEFAULT_MIN_VERSION
-
-
-@dataclass(frozen=True, slots=True)
-class ListenEntry:
-    """One listener: ``host`` is an address, a host name or ``unix:/path``."""
-
-    host: str
-    port: int  # 0 for a unix socket (and for "pick a free port" on TCP)
-    tls: bool = False
-
-    @property
-    def is_unix(self) -> bool:
-        return self.host.startswith(UNIX_PREFIX)
-
-    def url(self, port: int | None = None) -> str:
-        """``https://ADDR:PORT`` as logged (``port``: the real one after binding :0)."""
-        if self.is_unix:
-            return ("https+" if self.tls else "http+") + self.host
-        scheme = "https" if self.tls else "http"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port if port is None else port}"
+BUILT_IN = "built-in default"  # the Origin.where of a value nobody set (config/layers.py)
 
 
 def _port(text: str, entry: str) -> int:
@@ -109,11 +84,17 @@ def listen_entry(value: object) -> ListenEntry:
 
 
 def listen_list(value: object) -> tuple[ListenEntry, ...]:
-    """The whole ``listen:`` list: at least one entry, no address twice."""
+    """The whole ``listen:`` list, no address twice (empty: host and port's one listener)."""
+    if value is None:
+        return ()
+    if isinstance(value, int | str) and not isinstance(value, bool):
+        # nginx's "listen 8080;" habit, or one entry without the list around it.
+        raise Invalid(
+            f"is {kind_of(value)}, expected a list of listeners such as "
+            "['127.0.0.1:8080', {address: '127.0.0.1:8443', tls: true}]"
+        )
     if not isinstance(value, list):
         raise Invalid(f"is {kind_of(value)}, expected a list of listeners")
-    if not value:
-        raise Invalid("is empty; give at least one listener or leave listen out")
     entries: list[ListenEntry] = []
     seen: dict[tuple[str, int], int] = {}
     for number, item in enumerate(value, 1):
@@ -129,7 +110,7 @@ def listen_list(value: object) -> tuple[ListenEntry, ...]:
     return tuple(entries)
 
 
-def min_version(value: object) -> str:
+def min_version(value: object) -> object:
     if value not in MIN_VERSIONS:
         raise Invalid(f"is {show(value)}, expected one of " + ", ".join(MIN_VERSIONS))
     assert isinstance(value, str)
@@ -152,11 +133,39 @@ def tls_settings(value: object, *, inherited_min_version: str = DEFAULT_MIN_VERS
     for key in ("certificate", "key"):
         if key not in value:
             raise Invalid(f"needs {key}: the path of a PEM file")
-    version = value.get("min_version", inherited_min_version)
     try:
-        version = min_version(version)
+        version = str(min_version(value.get("min_version", inherited_min_version)))
     except Invalid as exc:
         raise Invalid(f"has min_version {exc.reason}") from None
     return TlsSettings(
         _path(value["certificate"], "certificate"), _path(value["key"], "key"), version
     )
+
+
+def tls_listeners(values: Mapping[str, object]) -> list[ListenEntry]:
+    listen = values["listen"]
+    assert isinstance(listen, tuple)
+    return [entry for entry in listen if entry.tls]
+
+
+def listen_problems(values: Mapping[str, object], origins: Mapping[str, Origin]) -> list[Problem]:
+    """SPEC §6 between keys: listen or host/port; a TLS listener has a certificate."""
+    problems: list[Problem] = []
+    if values["listen"]:
+        for name in ("host", "port"):
+            origin = origins[name]
+            if origin.where != BUILT_IN:
+                problems.append(origin.problem(
+                    values[name], "cannot be given with listen (listen replaces host and "
+                    "port: add the address to listen instead)"
+                ))
+
+    certificate, key = values["tls.certificate"], values["tls.key"]
+    if (certificate is None) != (key is None):
+        pair = ("tls.key", "tls.certificate") if key is None else ("tls.certificate", "tls.key")
+        problems.append(origins[pair[1]].problem(values[pair[1]], f"needs {pair[0]} as well"))
+    elif certificate is None and tls_listeners(values):
+        problems.append(origins["listen"].problem(
+            "tls: true", "needs a certificate: set tls.certificate and tls.key"
+        ))
+    return problems

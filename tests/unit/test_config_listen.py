@@ -1,18 +1,17 @@
-"""``listen:`` entries and ``tls:`` mappings, checked as the configuration loader will."""
+"""``listen:`` entries, ``tls:`` and their rules together (config/listen.py, SPEC §6)."""
 
 from __future__ import annotations
 
 import pytest
 
 from forkserver.config.checks import Invalid
-from forkserver.tls.settings import (
-    ListenEntry,
-    TlsSettings,
+from forkserver.config.listen import (
     listen_entry,
     listen_list,
     min_version,
     tls_settings,
 )
+from forkserver.config.model import ListenEntry, TlsSettings
 
 
 @pytest.mark.parametrize(
@@ -65,8 +64,7 @@ def test_a_listen_list_keeps_its_order_and_refuses_repeats() -> None:
         listen_list(["127.0.0.1:8080", {"address": "127.0.0.1:8080", "tls": True}])
     with pytest.raises(Invalid, match="entry 2 has no port"):
         listen_list(["127.0.0.1:8080", "127.0.0.1"])
-    with pytest.raises(Invalid, match="is empty"):
-        listen_list([])
+    assert listen_list([]) == listen_list(None) == ()  # host and port's one listener
     # Two ":0" listeners are two different free ports.
     assert len(listen_list(["127.0.0.1:0", "127.0.0.1:0"])) == 2
 
