@@ -16,8 +16,10 @@ from forkserver.config.schema import SCHEMA, TOP_LEVEL_KEYS
 # (root → docroot would be right by luck; index → headers would not).
 NGINX_WORDS = {
     "root": "is docroot: here",
-    "server_name": "has no equivalent: forkserver serves one site per server (not supported "
-                   "yet: run one server per site)",
+    "server_name": "is names: of an entry of sites: here",
+    "try_files": "is fallback: in a rule of rules: here",
+    "auth_basic": "is auth: in a rule of rules: here",
+    "return": "is redirect: in a rule of rules: here",
     "worker_processes": "is workers: here",
     "worker_connections": "has no equivalent: a worker takes connections up to its "
                           "open-file limit (ulimit -n, LimitNOFILE=)",

@@ -29,6 +29,7 @@ from forkserver.config.schema import (
     Problem,
     field_of,
 )
+from forkserver.config.sitelist import NESTED_KEYS, check_nested, passwords_into
 from forkserver.config.yamlfile import read_entries, read_text
 from forkserver.errors import ConfigError
 
@@ -157,6 +158,13 @@ class Layers:
 
     def offer_from_file(self, path: str, file_dir: str, entry: Entry) -> None:
         origin = Origin(f"{path}:{entry.line}", entry.key, file_dir, (FILE_RANK, entry.line))
+        if entry.key in NESTED_KEYS:  # sites:, rules: (config/sitelist.py)
+            value, found = check_nested(entry.key, entry.value, entry.item_lines, entry.line,
+                                        file_dir, SCHEMA, DEFAULTS)
+            self.problems.extend(((FILE_RANK, n), f"{path}:{n}: {text}") for n, text in found)
+            if not found:
+                self.keep(entry.key, entry.value, value, origin)
+            return
         try:
             self.keep(entry.key, entry.value, SCHEMA[entry.key].check(entry.value), origin)
             self.item_lines[entry.key] = entry.item_lines
@@ -203,6 +211,8 @@ class Layers:
         self.problems.extend(listen_problems(values, origins))
         if docroot_bad is None:
             self.problems.extend(self.error_page_problems(docroot))
+        # The htpasswd files the rules name, read now: a reload with a bad one changes nothing.
+        self.problems.extend(((FILE_RANK, 0), text) for text in passwords_into(self.values))
 
     def error_page_problems(self, docroot: str) -> list[Problem]:
         """Each configured error page must be a regular file inside the docroot in use."""

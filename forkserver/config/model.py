@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from forkserver.capacity import MAX_WORKERS as _MAX_WORKERS
-from forkserver.encoding.settings import CompressSettings
+from forkserver.config.htpasswd import Htpasswd
 from forkserver.encoding.settings import CompressSettings
 
 
@@ -51,6 +51,8 @@ class Status:
 # -- sites and rules (SPEC §7, §8; forkserver/sites/ compiles them) -------------------
 
 
+    # The file's users, read at load (config/layers.py), so a reload is all-or-nothing.
+    users: Htpasswd | None = field(default=None, compare=False, hash=False)
 @dataclass(frozen=True, slots=True)
 class AuthSetting:
     """``auth: {realm: Staff, htpasswd: conf/staff.htpasswd}``; the path made absolute."""
@@ -83,8 +85,7 @@ class SiteSetting:
 
     names: tuple[str, ...]  # normalized (config/sites.py config_name), "*." wildcards kept
     default: bool = False
-    rules: tuple[RuleSetting, ...] = ()
-    overrides: tuple[tuple[str, object], ...] = ()
+    overrides: tuple[tuple[str, object], ...] = ()  # its own rules are ("rules", (…))
     line: int = 0
 
 

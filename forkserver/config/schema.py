@@ -63,6 +63,7 @@ from forkserver.config.protection import (
     requests_per_second,
     worker_memory_limit,
 )
+from forkserver.config.sitelist import file_only
 
 # -- command-line text → value --------------------------------------------------------
 
@@ -226,6 +227,9 @@ SCHEMA: dict[str, Setting] = with_defaults({
     "tls.min_version": Setting(one_of(MIN_VERSIONS)),
     "redirect_to_https": BOOLEAN,
     "proxy_protocol_from": Setting(network_list(None)),
+    # Lists of mappings, checked with each nested line by config/sitelist.py (SPEC §7, §8).
+    "rules": Setting(file_only),
+    "sites": Setting(file_only),
 })
 SECTIONS = frozenset(key.split(".")[0] for key in SCHEMA if "." in key)
 TOP_LEVEL_KEYS = sorted({key.split(".")[0] for key in SCHEMA})

@@ -286,4 +286,4 @@ def site_names(
             names.append(config_name(item))
         except NameProblem as exc:
             problems.append((line_of((index,)), f"{name}.names[{index}]: {show(item)} {exc}"))
-    return tuple(names) if len(names) == len(value) else ()
+    return tuple(names)  # the good ones: the caller knows from ``problems`` if any was bad

@@ -13,6 +13,7 @@ import yaml
 from forkserver.config.checks import kind_of, show
 from forkserver.config.hints import unknown_key
 from forkserver.config.schema import FILE_RANK, SCHEMA, SECTIONS, Entry, Problem
+from forkserver.config.sitelist import NESTED_KEYS, nested_lines
 from forkserver.config.yamlguard import MAX_FILE_BYTES, GuardedLoader, YamlRefused
 from forkserver.errors import ConfigError
 
@@ -216,6 +217,8 @@ class FileReader:
             lines: dict[object, int] = {}
             if isinstance(node, yaml.SequenceNode):
                 lines = {i: item.start_mark.line + 1 for i, item in enumerate(node.value)}
+            if key in NESTED_KEYS:  # sites:, rules:: every nested place keeps its line
+                lines.update(nested_lines(node))
             self.entries.append(Entry(key, line, value, lines))
 
     def read_entries(self, key: str, line: int, node: yaml.MappingNode) -> None:

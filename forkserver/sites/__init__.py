@@ -7,9 +7,9 @@ remembers the answers. All of it is pure: the worker runs the slow bcrypt checks
 off its loop (``forkserver.offload``).
 """
 
+from forkserver.config.htpasswd import Htpasswd, HtpasswdError, parse_htpasswd, read_htpasswd
 from forkserver.sites.auth import Guard, Pending, Verifier, basic_credentials
 from forkserver.sites.hosts import Claim, SiteTable, site_name
-from forkserver.sites.htpasswd import Htpasswd, HtpasswdError, parse_htpasswd, read_htpasswd
 from forkserver.sites.rules import NOTHING, Decision, Rules
 
 __all__ = [

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import bcrypt
 
-from forkserver.sites.htpasswd import Htpasswd
+from forkserver.config.htpasswd import Htpasswd
 
 __all__ = [
     "GRANTED",

@@ -17,13 +17,12 @@ paths cost one dict lookup however many rules there are.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from forkserver.config.model import RuleSetting
 from forkserver.config.redirects import Template, compile_template, rest_offset
 from forkserver.sites.auth import Guard
-from forkserver.sites.htpasswd import Htpasswd
 from forkserver.static.caching import CacheRules
 
 __all__ = ["NOTHING", "Decision", "Rules"]
@@ -74,7 +73,7 @@ class Rules:
     __slots__ = ("_allows", "_clients", "_fallbacks", "_guards", "_header_rules", "_kinds",
                  "_memory", "_redirects", "count")
 
-    def __init__(self, settings: Sequence[RuleSetting], htpasswd: Mapping[str, Htpasswd]) -> None:
+    def __init__(self, settings: Sequence[RuleSetting]) -> None:
         self.count = len(settings)
         self._allows: dict[int, tuple[Network, ...]] = {}
         self._guards: dict[int, Guard] = {}
@@ -85,7 +84,10 @@ class Rules:
             if rule.allow is not None:
                 self._allows[index] = tuple(ipaddress.ip_network(n) for n in rule.allow)
             if rule.auth is not None:
-                self._guards[index] = Guard(rule.auth.realm, htpasswd[rule.auth.htpasswd])
+                users = rule.auth.users
+                if users is None:
+                    raise ValueError(f"{rule.auth.htpasswd} was not read at load")
+                self._guards[index] = Guard(rule.auth.realm, users)
             if rule.redirect is not None:
                 template = compile_template(rule.redirect)
                 rest_at = rest_offset(rule.match) if template.uses_rest else 0

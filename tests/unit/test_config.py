@@ -355,8 +355,7 @@ INVALID = [
      "['127.0.0.1:8080', {address: '127.0.0.1:8443', tls: true}]"),
     ("root: /srv/www\n", 3, "root: unknown key (nginx's root is docroot: here)"),
     ("server_name: example.org\n", 3,
-     "server_name: unknown key (nginx's server_name has no equivalent: forkserver serves one "
-     "site per server (not supported yet: run one server per site))"),
+     "server_name: unknown key (nginx's server_name is names: of an entry of sites: here)"),
     ("worker_processes: 4\n", 3,
      "worker_processes: unknown key (nginx's worker_processes is workers: here)"),
     ("worker_connections: 1024\n", 3,

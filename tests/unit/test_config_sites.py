@@ -79,7 +79,7 @@ def test_site_names() -> None:
     problems: list[tuple[int, str]] = []
     assert site_names(["Example.org", "*.Example.net"], "sites[0]", line_of, problems) == (
         "example.org", "*.example.net")
-    assert site_names(["ok.org", "bad name", 3], "sites[0]", line_of, problems) == ()
+    assert site_names(["ok.org", "bad name", 3], "sites[0]", line_of, problems) == ("ok.org",)
     assert [text.split(":")[0] for _, text in problems] == [
         "sites[0].names[1]", "sites[0].names[2]"]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
+from forkserver.config.htpasswd import HtpasswdError, parse_htpasswd, read_htpasswd
 from forkserver.sites.auth import (
     GRANTED,
     MAX_CREDENTIALS_CHARS,
@@ -17,7 +18,6 @@ from forkserver.sites.auth import (
     Verifier,
     basic_credentials,
 )
-from forkserver.sites.htpasswd import HtpasswdError, parse_htpasswd, read_htpasswd
 
 HASH = bcrypt.hashpw(b"s3cret \xc3\xa9", bcrypt.gensalt(4)).decode()  # "s3cret é"
 

@@ -11,11 +11,11 @@ import bcrypt
 import pytest
 
 from forkserver.config import Config
+from forkserver.config.htpasswd import parse_htpasswd
 from forkserver.config.model import AuthSetting, RuleSetting
 from forkserver.http import Request
 from forkserver.http.response import Plan, close_body
 from forkserver.sites.hosts import SiteTable
-from forkserver.sites.htpasswd import parse_htpasswd
 from forkserver.sites.router import AuthCheck, Router, Site
 from forkserver.sites.rules import Rules
 from forkserver.static import StaticSite
@@ -58,7 +58,7 @@ def docroots(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 def make_router(main: Path, docs: Path, rules: list[RuleSetting], default: bool = True
                 ) -> Router:
-    compiled = Rules(rules, {HTPASSWD: USERS})
+    compiled = Rules(rules)
     one = Site("example.org", StaticSite(Config(docroot=str(main))), compiled)
     two = Site("docs.example.org", StaticSite(Config(docroot=str(docs))), None)
     table = SiteTable([(["example.org", "*.example.org"], one), (["docs.example.org"], two)],
@@ -115,7 +115,7 @@ def test_order_allow_auth_redirect(docroots: tuple[Path, Path]) -> None:
     main, docs = docroots
     router = make_router(main, docs, [
         RuleSetting("/staff/**", allow=("10.0.0.0/8",), headers=(("X-Staff", "1"),)),
-        RuleSetting("/staff/**", auth=AuthSetting("Staff", HTPASSWD)),
+        RuleSetting("/staff/**", auth=AuthSetting("Staff", HTPASSWD, USERS)),
         RuleSetting("/staff/**", redirect="/app/{rest}"),
     ])
     refused = answer(router, request("/staff/x"), "192.0.2.1")

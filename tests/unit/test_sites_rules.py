@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from forkserver.config.htpasswd import Htpasswd
 from forkserver.config.model import AuthSetting, RuleSetting
 from forkserver.config.redirects import TemplateProblem, compile_template, rest_offset
-from forkserver.sites.htpasswd import Htpasswd
 from forkserver.sites.rules import NOTHING, Rules
 
-USERS = {"/etc/staff": Htpasswd("/etc/staff", {})}
+STAFF = AuthSetting("Staff", "/etc/staff", Htpasswd("/etc/staff", {}))
 
 
 def rules(*settings: RuleSetting) -> Rules:
-    return Rules(list(settings), USERS)
+    return Rules(list(settings))
 
 
 def test_no_match_is_nothing() -> None:
@@ -89,7 +89,7 @@ def test_first_rule_of_each_kind_applies_and_all_headers_add() -> None:
 def test_allow_before_everything() -> None:
     some = rules(
         RuleSetting("/private/**", allow=("10.0.0.0/8", "::1/128")),
-        RuleSetting("/private/**", auth=AuthSetting("Staff", "/etc/staff")),
+        RuleSetting("/private/**", auth=STAFF),
         RuleSetting("/private/**", redirect="/x", headers=(("X-H", "v"),)),
     )
     refused = some.decide("/private/a", "", "192.0.2.1")
