@@ -10,6 +10,8 @@ Modules: ``cli`` (flags), ``runner`` (the sequence), ``prerequisites`` (apt/pip
 installs), ``docroot`` (the files served), ``servers`` (start, check, stop),
 ``gunicorn_app`` (the WSGI comparison app), ``load`` (wrk), ``memory`` (PSS
 sampler), ``cpu`` (who used the CPUs), ``processes`` (process trees), ``machine``
-(what ran it), ``report`` (table, targets, markdown, chart), ``profiler`` (py-spy
-flamegraphs).
+(what ran it), ``measured`` (the result model of a run), ``tables`` (the classic
+cases' tables), ``targets`` (targets and verdicts), ``observations`` (CPU split,
+interference, incidents, experiments against itself), ``report`` (the markdown and
+console text), ``chart`` (the PNG), ``profiler`` (py-spy flamegraphs).
 """

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from bench.chart import draw_chart
 from bench.cpu import (
     CpuUsage,
     take_snapshot,
@@ -31,19 +32,12 @@ from bench.extras import ExtraFailure, measure_access_log, measure_idle_connecti
 from bench.load import SMALL_KEEPALIVE, LoadCase, LoadFailure, WrkResult, build_cases, run_wrk
 from bench.machine import describe_machine
 from bench.markdown import format_ms
+from bench.measured import BenchmarkRun, ServerReport
 from bench.memory import PssSampler
+from bench.observations import INTERFERENCE_WARNING_PERCENT, format_split
 from bench.prerequisites import Programs, ensure_benchmark_prerequisites
 from bench.processes import process_tree
-from bench.report import (
-    INTERFERENCE_WARNING_PERCENT,
-    BenchmarkRun,
-    ServerReport,
-    draw_chart,
-    format_rate,
-    format_split,
-    render_console,
-    render_markdown,
-)
+from bench.report import render_console, render_markdown
 from bench.servers import (
     FORKSERVER,
     HTTP_SERVER,
@@ -64,6 +58,7 @@ from bench.sitecases import (
     scaling_pass,
     site_cases,
 )
+from bench.tables import format_rate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS_DIRECTORY = REPO_ROOT / "docs"
