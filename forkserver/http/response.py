@@ -41,6 +41,7 @@ REASONS: dict[int, str] = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    401: "Unauthorized",  # rules' auth (RFC 9110 §15.5.2)
     408: "Request Timeout",
     412: "Precondition Failed",
     413: "Content Too Large",
@@ -51,6 +52,8 @@ REASONS: dict[int, str] = {
     500: "Internal Server Error",
     501: "Not Implemented",
     503: "Service Unavailable",
+    421: "Misdirected Request",  # no site answers for the Host (RFC 9110 §15.5.20)
+    429: "Too Many Requests",  # RFC 6585 §4
     505: "HTTP Version Not Supported",
 }
 
