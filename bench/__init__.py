@@ -7,7 +7,8 @@ throughput, latency and memory as a markdown table, targets as ratios to nginx,
 here asserts a speed.
 
 Modules: ``cli`` (flags), ``runner`` (the sequence), ``prerequisites`` (apt/pip
-installs), ``docroot`` (the files served), ``servers`` (start, check, stop),
+installs), ``docroot`` (the files served), ``servers`` (configure, start),
+``serverprocess`` (launch, readiness, docroot check, stop),
 ``gunicorn_app`` (the WSGI comparison app), ``load`` (wrk), ``memory`` (PSS
 sampler), ``cpu`` (who used the CPUs), ``processes`` (process trees), ``machine``
 (what ran it), ``measured`` (the result model of a run), ``tables`` (the classic
