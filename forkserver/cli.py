@@ -22,9 +22,10 @@ import yaml
 
 from forkserver import __version__
 from forkserver.config import Config, environment_problems, load_config
+from forkserver.config.listen import listen_entries
 from forkserver.errors import ConfigError, StartupError
 from forkserver.listeners import (
-    bind_listener,
+    bind_entries,
     host_problems,
     inherited_listeners,
     systemd_listeners,
@@ -45,6 +46,7 @@ from forkserver.service import (
     root_workers_warning,
     switches_user,
 )
+from forkserver.tls.generation import certificate_problems, check_report
 from forkserver.worker import run_worker
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -133,8 +135,9 @@ def run(args: argparse.Namespace, arguments: list[str]) -> int:
     if args.signal:
         return send_signal(config, args.signal)
     problems = (
-        environment_problems(config) + host_problems(config.host, config.port)
-        + daemon_problems(config)
+        environment_problems(config)
+        + [p for e in listen_entries(config) for p in host_problems(e.host, e.port)]
+        + daemon_problems(config) + certificate_problems(config)
     )
     for problem in problems:
         print(f"forkserver: {problem}", file=sys.stderr)
@@ -147,6 +150,11 @@ def run(args: argparse.Namespace, arguments: list[str]) -> int:
         root_warning = root_workers_warning(config.user)
         if root_warning:
             print(f"forkserver: warning: {root_warning}", file=sys.stderr)
+        certificates, soon = check_report(config)
+        for line in certificates:
+            print(f"forkserver: certificate {line}")
+        for line in soon:
+            print(f"forkserver: warning: {line}", file=sys.stderr)
         print(f"forkserver: configuration {args.config or '(defaults)'} is valid")
         return EXIT_OK
     try:
@@ -346,8 +354,8 @@ def start_master(config: Config, start: StartInfo, pidfile: Pidfile | None) -> M
         socket_activated = listeners is not None
     bound = listeners is None
     if listeners is None:
-        listeners = [bind_listener(config.host, config.port, config.backlog,
-                                   config.socket_mode, config.socket_owner)]
+        listeners, _ = bind_entries(listen_entries(config), config.backlog,
+                                    config.socket_mode, config.socket_owner)
     try:
         return Master(config, listeners, run_worker, start, pidfile, socket_activated)
     except OSError as exc:

@@ -16,23 +16,59 @@ import os
 import pwd
 import socket
 import stat
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 
 from forkserver.config import UNIX_PREFIX
+from forkserver.config.model import ListenEntry
 from forkserver.errors import StartupError
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): passed descriptors start at fd 3
 INHERIT_ENV = "FORKSERVER_FDS"  # comma-separated fd numbers handed to an upgraded master
 
 
-def describe(sock: socket.socket) -> str:
-    """``http://HOST:PORT`` for a listening socket (IPv6 hosts in brackets)."""
+def describe(sock: socket.socket, tls: bool = False) -> str:
+    """``http://HOST:PORT`` (``https://`` for a TLS listener; IPv6 hosts in brackets)."""
     address = sock.getsockname()
+    scheme = "https" if tls else "http"
     if sock.family == socket.AF_INET6:
-        return f"http://[{address[0]}]:{address[1]}"
+        return f"{scheme}://[{address[0]}]:{address[1]}"
     if sock.family == socket.AF_INET:
-        return f"http://{address[0]}:{address[1]}"
-    return f"unix:{address}"
+        return f"{scheme}://{address[0]}:{address[1]}"
+    return f"unix:{address}" + (" (https)" if tls else "")
+
+
+def bind_entries(
+    entries: Sequence[ListenEntry], backlog: int, mode: str | None = None,
+    owner: str | None = None, reuse: Sequence[socket.socket] = (),
+) -> tuple[list[socket.socket], list[socket.socket]]:
+    """(the listeners for ``entries``, in order; those of them bound now).
+
+    A socket of ``reuse`` that already listens where an entry asks is taken as it is
+    (a reload keeps its sockets); the others are bound. On failure every socket bound
+    here is closed again and StartupError says why.
+    """
+    listeners: list[socket.socket] = []
+    bound: list[socket.socket] = []
+    spare = list(reuse)
+    try:
+        for entry in entries:
+            found = next((s for s in spare if same_address(s, entry.host, entry.port)), None)
+            if found is not None:
+                spare.remove(found)
+                listeners.append(found)
+                continue
+            sock = bind_listener(entry.host, entry.port, backlog, mode, owner)
+            bound.append(sock)
+            listeners.append(sock)
+    except StartupError:
+        for sock in bound:
+            path = unix_socket_path(sock)
+            sock.close()
+            if path:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # ours, created a moment ago
+        raise
+    return listeners, bound
 
 
 def bind_listener(

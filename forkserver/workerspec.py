@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from forkserver.config import Config
 from forkserver.logs import AccessLog, ErrorLog
 from forkserver.scoreboard import Scoreboard
+from forkserver.tls.generation import GenerationTls
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class WorkerSpec:
     error_log: ErrorLog
     access_log: AccessLog
     max_requests: int  # 0 = never recycle; jitter already added by the master
+    tls: GenerationTls | None = None  # the generation's TLS contexts and TLS listeners
 
 
 # The worker's entry point as the master sees it: runs in the forked child and

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from forkserver.config.checks import Invalid, host_address, kind_of, show
-from forkserver.config.model import UNIX_PREFIX, ListenEntry, TlsSettings
+from forkserver.config.model import UNIX_PREFIX, Config, ListenEntry, TlsSettings
 
 if TYPE_CHECKING:
     from forkserver.config.schema import Origin, Problem
@@ -164,8 +164,18 @@ def listen_problems(values: Mapping[str, object], origins: Mapping[str, Origin])
     if (certificate is None) != (key is None):
         pair = ("tls.key", "tls.certificate") if key is None else ("tls.certificate", "tls.key")
         problems.append(origins[pair[1]].problem(values[pair[1]], f"needs {pair[0]} as well"))
-    elif certificate is None and tls_listeners(values):
+    elif certificate is None and tls_listeners(values) and not values.get("sites"):
         problems.append(origins["listen"].problem(
             "tls: true", "needs a certificate: set tls.certificate and tls.key"
         ))
+    if values["proxy_protocol"] and tls_listeners(values):
+        problems.append(origins["proxy_protocol"].problem(
+            True, "cannot be used with a TLS listener yet (the PROXY header would have to "
+            "come before the handshake); terminate TLS here or send no PROXY header"
+        ))
     return problems
+
+
+def listen_entries(config: Config) -> tuple[ListenEntry, ...]:
+    """The listeners a configuration asks for, in order: ``listen``, else host/port."""
+    return config.listen or (ListenEntry(config.host, config.port),)

@@ -16,6 +16,7 @@ from forkserver.config import Config
 from forkserver.errors import StartupError
 from forkserver.logs import AccessLog, ErrorLog, LogFile
 from forkserver.service import hand_over_logs
+from forkserver.tls.generation import GenerationTls, prepare
 
 
 @dataclass(eq=False)
@@ -28,6 +29,8 @@ class Generation:
     target: int  # workers wanted (TTIN/TTOU move it; HUP resets it)
     ready: bool = False  # every wanted worker has reached SERVING once
     restarts: dict[int, int] = field(default_factory=dict)  # worker number → times replaced
+    # Contexts built here, before fork, so every worker shares the session-ticket keys.
+    tls: GenerationTls | None = None
 
 
 class Generations:
@@ -47,7 +50,12 @@ class Generations:
         return self.log_files[path]
 
     def make(self, number: int, config: Config, listeners: list[socket.socket]) -> Generation:
-        """A generation with its log files open; not yet current (see ``add``)."""
+        """A generation with its log files open; not yet current (see ``add``).
+
+        Raises CertificateError when a certificate cannot be loaded (reload and
+        start-up check them first, so that is a file changed in between).
+        """
+        tls = prepare(config, listeners)
         error_log = ErrorLog(self.log_file(config.error_log), config.log_level)
         access_file = self.log_file(config.access_log) if config.access_log else None
         # A root master's workers run as config.user: they must be able to reopen.
@@ -56,6 +64,7 @@ class Generations:
         return Generation(
             number, config, listeners, error_log,
             AccessLog(access_file, config.access_log_format, error_log), config.workers,
+            tls=tls,
         )
 
     def add(self, generation: Generation) -> None:

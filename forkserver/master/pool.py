@@ -140,7 +140,7 @@ class Pool:
             self.become_worker(WorkerSpec(
                 number, generation.number, slot, config, generation.listeners,
                 self.scoreboard, self.master_pid, generation.error_log,
-                generation.access_log, max_requests,
+                generation.access_log, max_requests, generation.tls,
             ))
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.scoreboard.set_pid(slot, pid)

@@ -14,12 +14,14 @@ import traceback
 from collections.abc import Callable
 
 from forkserver.config import Config, environment_problems, load_config
+from forkserver.config.listen import listen_entries
 from forkserver.errors import ConfigError, StartupError
-from forkserver.listeners import bind_listener, describe, same_address
+from forkserver.listeners import bind_entries, describe, same_address
 from forkserver.logs import ErrorLog
 from forkserver.master.generations import Generation, Generations
 from forkserver.master.process import StartInfo
 from forkserver.master.sockets import SocketFiles
+from forkserver.tls.generation import certificate_problems, secure_fds
 
 
 class RecordingErrorLog(ErrorLog):
@@ -98,7 +100,9 @@ def prepare_generation(
         config = load_config(source, start.overrides, cwd=start.cwd)
         # What --check and start-up refuse (docroot unreadable, log directory
         # missing, unknown user) is refused by a reload too, before anything changes.
-        problems = environment_problems(config)
+        # Certificates are read again: a renewed one is served by the new generation,
+        # a broken one refuses the reload (SPEC §6).
+        problems = environment_problems(config) + certificate_problems(config)
     except ConfigError as exc:
         problems = exc.problems
     if problems:
@@ -107,17 +111,20 @@ def prepare_generation(
         log.error(f"reload failed; still serving generation {old.number}")
         return None
     listeners = old.listeners
-    if not socket_activated and not all(
-        same_address(s, config.host, config.port) for s in old.listeners
-    ):
+    entries = listen_entries(config)
+    if not socket_activated and not (len(entries) == len(old.listeners) and all(
+        same_address(s, e.host, e.port) for s, e in zip(old.listeners, entries, strict=True)
+    )):
         try:
-            listeners = [bind_listener(config.host, config.port, config.backlog,
-                                       config.socket_mode, config.socket_owner)]
+            listeners, bound = bind_entries(entries, config.backlog, config.socket_mode,
+                                            config.socket_owner, reuse=old.listeners)
         except StartupError as exc:
             log.error(f"reload: {exc}; still serving generation {old.number}")
             return None
-        sockets.remember(listeners)
-        log.info(f"reload: now listening on {describe(listeners[0])}")
+        sockets.remember(bound)
+        secure = secure_fds(config, listeners)
+        for sock in bound:
+            log.info(f"reload: now listening on {describe(sock, sock.fileno() in secure)}")
     elif config.socket_mode or config.socket_owner:
         sockets.update_permissions(old.listeners, config, log)
     try:

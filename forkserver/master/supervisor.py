@@ -118,8 +118,10 @@ class Master:
         self.pid = self.pool.master_pid = os.getpid()  # daemonizing changes it
         self.notify.started(self.pid)
         self.signals.install(MASTER_SIGNALS)
+        tls = self.generation.tls
         for sock in self.generation.listeners:
-            self.log.info(f"listening on {describe(sock)}")
+            secure = tls is not None and sock.fileno() in tls.secure_fds
+            self.log.info(f"listening on {describe(sock, secure)}")
         self.log.info(
             f"master started (pid {self.pid}), generation 1 with {self.generation.target} workers"
         )

@@ -68,6 +68,9 @@ class Acceptor:
         self.header_seconds = header_seconds
         self.error_log = error_log
         self.admit = admit
+        # TLS listeners (worker/tlsphase.py): their connections start with a handshake.
+        self.tls_admit: Callable[[Connection], bool] | None = None
+        self.secure: set[socket.socket] = set()
         self.clock = clock
         self.paused_until = 0.0  # 0.0: not paused
         self.warned_at = -EMFILE_WARN_SECONDS
@@ -120,6 +123,8 @@ class Acceptor:
             sock.setblocking(False)  # O_NONBLOCK is not inherited; TCP_NODELAY is
             connection = Connection(sock, client_address(address), deadline)
             if self.admit is not None and not self.admit(connection, address):
+                continue
+            if listener in self.secure and not self.tls_admit(connection):  # type: ignore[misc]
                 continue
             self.connections[connection.fd] = connection
             self.epoll.register(connection.fd, select.EPOLLIN)

@@ -35,6 +35,7 @@ from forkserver.http.response import (
 )
 from forkserver.logs import AccessLog, ErrorLog
 from forkserver.static import StaticSite
+from forkserver.tls.transport import TlsStream
 
 RECV_BYTES = 64 * 1024  # one recv; a request head is far smaller (limits.header_bytes)
 SENDFILE_CHUNK = 2 * 1024 * 1024  # per call, so one large download cannot starve the loop
@@ -47,6 +48,7 @@ RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 # of handlers, so the numbers matter). CLOSED connections are out of the table.
 READING, WRITING, LINGERING, CLOSED = 0, 1, 2, 3
 AWAITING_PROXY = 4  # proxy_protocol: the PROXY header has not arrived in full yet
+HANDSHAKING = 5  # a TLS listener's connection before its handshake is done (tlsphase.py)
 
 
 class Connection:
@@ -70,6 +72,7 @@ class Connection:
         "rest",
         "served",
         "sock",
+        "tls",
     )
 
     def __init__(self, sock: _socket.socket, client: str, deadline: float) -> None:
@@ -95,6 +98,8 @@ class Connection:
         self.head_length = 0
         self.response_sent = 0
         self.served = 0  # responses completed on this connection
+        # TLS (worker/tlsphase.py): the stream that is also ``sock``, else None.
+        self.tls: TlsStream | None = None
 
 
 class Responder:
@@ -250,9 +255,13 @@ class Responder:
                     # the client; a mix of two versions would not.
                     self.abandon_changed_file(connection)
                     return False
-                count = os.sendfile(
-                    connection.fd, body.fd, body.offset, min(body.length, SENDFILE_CHUNK)
-                )
+                tls = connection.tls
+                if tls is None:
+                    count = os.sendfile(
+                        connection.fd, body.fd, body.offset, min(body.length, SENDFILE_CHUNK)
+                    )
+                else:  # sendfile cannot cross userspace TLS: pread, encrypt, send
+                    count = tls.send_file(body.fd, body.offset, body.length)
                 if count == 0:
                     self.abandon_changed_file(connection)  # shrank between fstat and here
                     return False
@@ -263,8 +272,10 @@ class Responder:
                 if body.length == 0:
                     close_body(body)
                     connection.file = body = None
-                elif count < SENDFILE_CHUNK:
-                    break  # the socket buffer is full; wait for EPOLLOUT
+                elif count < SENDFILE_CHUNK or tls is not None:
+                    # The socket buffer is full; wait for EPOLLOUT. Over TLS, one chunk
+                    # per turn of the loop: encrypting is CPU, and others are waiting.
+                    break
         except BlockingIOError:
             pass
         except OSError:

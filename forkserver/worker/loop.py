@@ -23,10 +23,17 @@ from forkserver.service import drop_privileges
 from forkserver.signals import SignalPipe
 from forkserver.static import StaticSite
 from forkserver.worker.accepting import Acceptor
-from forkserver.worker.connection import READING, WRITING, Connection, Responder
+from forkserver.worker.connection import (
+    HANDSHAKING,
+    READING,
+    WRITING,
+    Connection,
+    Responder,
+)
 from forkserver.worker.proxyphase import ProxyPhase
 from forkserver.worker.reading import RequestReader
 from forkserver.worker.status import StatusPage
+from forkserver.worker.tlsphase import TlsPhase
 from forkserver.workerspec import WorkerSpec
 
 SWEEP_SECONDS = 0.25  # how often deadlines, heartbeat, log flush and parent are checked
@@ -75,15 +82,23 @@ class Worker:
             spec.listeners, self.epoll, self.connections, config.timeouts.header,
             spec.error_log, self.proxy.admit if self.proxy is not None else None, clock,
         )
+        self.tls = TlsPhase(
+            spec.tls, self.epoll, self.responder.close, config.timeouts.header, clock
+        ) if spec.tls is not None else None
+        if self.tls is not None:
+            self.acceptor.tls_admit = self.tls.admit
+            self.acceptor.secure = {s for s in spec.listeners if s.fileno() in self.tls.secure_fds}
         # What the loop calls for a ready connection, indexed by its phase (READING,
-        # WRITING, LINGERING, CLOSED, AWAITING_PROXY). A closed connection is out of the
-        # table, and no connection awaits a PROXY header when proxy_protocol is off.
+        # WRITING, LINGERING, CLOSED, AWAITING_PROXY, HANDSHAKING). A closed connection is
+        # out of the table; no connection awaits a PROXY header when proxy_protocol is
+        # off, and none handshakes without a TLS listener.
         self.handlers: tuple[Callable[[Connection], None], ...] = (
             self.reader.on_readable,
             self.reader.on_writable,
             self.responder.on_lingering,
             self.responder.close,
             self.proxy.on_proxy_header if self.proxy is not None else self.responder.close,
+            self.tls.on_handshake if self.tls is not None else self.responder.close,
         )
 
     # -- set-up -------------------------------------------------------------------
@@ -205,6 +220,8 @@ class Worker:
             # Idle keep-alive, a silent new connection, a stalled send, or done lingering.
             if connection.phase == WRITING:
                 self.responder.reset_on_close(connection)
+            elif connection.phase == HANDSHAKING and self.tls is not None:
+                self.tls.timed_out(connection)  # SPEC §6: within timeouts.header
             self.responder.close(connection)
 
 
