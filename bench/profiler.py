@@ -92,6 +92,7 @@ def run_profile(options: Options, case_key: str) -> int:
     svg = RESULTS_DIRECTORY / f"forkserver-{case.key}-{datetime.now():%Y%m%d-%H%M%S}.svg"
     with tempfile.TemporaryDirectory(prefix="forkserver-profile-") as temporary:
         workdir = Path(temporary)
+        workdir.chmod(0o755)  # as root, the worker serves as nobody (bench/servers.py)
         docroot = workdir / "docroot"
         files = build_docroot(docroot)
         command, log_paths = forkserver_command(workdir, docroot, workers=1)

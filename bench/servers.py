@@ -63,6 +63,7 @@ __all__ = [
     "launch",
     "log_tail",
     "nginx_config",
+    "privileges_yaml",
     "start_forkserver",
     "start_gunicorn",
     "start_http_server",
@@ -122,9 +123,18 @@ def forkserver_config(workdir: Path, docroot: Path, workers: int, error_log: Pat
         f"access_log: {logged}\n"
         f"error_log: {yaml_string(str(error_log))}\n"
         "log_level: info\n"
+        + privileges_yaml()
         + extra_yaml
     )
     return path
+
+
+def privileges_yaml() -> str:
+    """As root, workers drop to nobody: what nginx's workers do (its default user), so
+    both servers serve with the same privileges, and forkserver has no reason to warn
+    that its workers serve as root. The user's primary group (nogroup) goes with it.
+    Whatever nobody serves must be world-readable, as for nginx."""
+    return "user: nobody\n" if os.geteuid() == 0 else ""
 
 def forkserver_command(workdir: Path, docroot: Path, workers: int,
                        access_log: Path | None = None, extra_yaml: str = ""
