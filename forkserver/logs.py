@@ -13,7 +13,7 @@ import re
 import stat
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import Protocol
 
@@ -249,6 +249,9 @@ class AccessLog:
         self._stamp = ""
         self._iso_second = -1
         self._iso_date = self._iso_offset = ""
+        # With sites (worker/siterouting.py): the name of the site that answered, for
+        # the json format's "site"; looked up when lines are written, never per request.
+        self.site_of: Callable[[LoggedRequest | str], str | None] | None = None
         self._format_lines = {
             "combined": self._combined, "common": self._common, "json": self._json,
         }[log_format]
@@ -312,7 +315,12 @@ class AccessLog:
         ]
 
     def _json(self, entries: list[Entry]) -> list[str]:
-        return [self._json_line(*fields) for fields in _fields(entries)]
+        lines = [self._json_line(*fields) for fields in _fields(entries)]
+        site_of = self.site_of
+        if site_of is not None:  # "site" goes last, before the closing brace
+            lines = [f'{line[:-2]},"site":{json_string(site_of(entry[1]))}}}\n'
+                     for line, entry in zip(lines, entries, strict=True)]
+        return lines
 
     def _json_line(
         self, client: str, request_line: str, status: int, size: int, referer: str,

@@ -4,9 +4,11 @@ Owns the steps a request takes before and around the static site: pick the site
 (421 when none answers), the rules' ``allow`` (403) → ``auth`` (401, or a bcrypt
 check to run off the loop) → ``redirect`` → the file → ``fallback``, and the rules'
 headers on whatever answers. Must not touch sockets or threads: a check that needs
-bcrypt comes back as an ``AuthCheck`` and the worker runs it (``forkserver.offload``)
-and calls ``AuthCheck.finish`` on its loop. Files are opened only through each
-site's ``StaticSite`` (its contained walk), so nothing here can leave a docroot.
+bcrypt is handed to the ``submit`` the worker gives (``forkserver.offload``) and the
+plan says ``waiting`` (the worker parks the connection, worker/parking.py, and plans
+the request again when the check is done: then the answer is remembered). Files are
+opened only through each site's ``StaticSite`` (its contained walk), so nothing here
+can leave a docroot.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from forkserver.errors import HttpError
 from forkserver.http import Request
@@ -27,11 +30,12 @@ from forkserver.static import StaticSite
 from forkserver.static.docroot import Refused
 from forkserver.static.paths import resolve_path
 
-__all__ = ["AuthCheck", "Router", "Site"]
+__all__ = ["Router", "Site", "Submit"]
 
 MISDIRECTED = 421  # RFC 9110 §15.5.20: no site here answers for that host
 UNAUTHORIZED = 401
 FORBIDDEN = 403
+OVERLOADED = 503  # the pool's queue is full: say so at once rather than queue more
 _FALLBACK_METHODS = frozenset({"GET", "HEAD"})
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -45,33 +49,76 @@ class Site:
     rules: Rules | None  # None: no rules, nothing to decide per path
 
 
-class AuthCheck:
-    """A request waiting for a bcrypt check: run ``work`` off the loop, then ``finish``."""
+class Outcome(Protocol):
+    """What the pool hands back (``forkserver.offload.Finished``)."""
 
-    __slots__ = ("_resume", "key", "site", "work")
+    @property
+    def value(self) -> object: ...
+    @property
+    def error(self) -> Exception | None: ...
 
-    def __init__(self, site: Site, pending: Pending, resume: Callable[[bool], Plan]) -> None:
-        self.site = site
-        self.key = pending.key
-        self.work = pending.work
-        self._resume = resume
 
-    def finish(self, granted: bool) -> Plan:
-        """The plan once the check says ``granted`` (on the loop's thread)."""
-        return self._resume(granted)
+# ``Offload.submit``: run work off the loop, call back on it; None when the queue is full.
+Submit = Callable[[Callable[[], bool], Callable[[Any], None]], object | None]
+
+
+class _Check:
+    """One bcrypt check in flight; requests with the same credentials wait on it.
+
+    ``park(resume)`` is ``Plan.waiting``'s interface (http/response.py): the worker
+    parks the connection and calls ``resume()`` on its loop when the check is done,
+    then plans the request again, which finds the answer remembered.
+    """
+
+    __slots__ = ("_resumes",)
+
+    def __init__(self) -> None:
+        self._resumes: list[list[Callable[[], None] | None]] = []
+
+    def park(self, resume: Callable[[], None]) -> _Parked:
+        entry: list[Callable[[], None] | None] = [resume]
+        self._resumes.append(entry)
+        return _Parked(entry)
+
+    def release(self) -> None:
+        entries, self._resumes = self._resumes, []
+        for entry in entries:
+            resume = entry[0]
+            if resume is not None:
+                entry[0] = None
+                resume()
+
+
+class _Parked:
+    __slots__ = ("_entry",)
+
+    def __init__(self, entry: list[Callable[[], None] | None]) -> None:
+        self._entry = entry
+
+    def cancel(self) -> None:
+        self._entry[0] = None
 
 
 class Router:
-    """Chooses the site and applies its rules; one per worker, built once per generation."""
+    """Chooses the site and applies its rules; one per worker, built once per generation.
 
-    __slots__ = ("_first", "_sites", "verifier")
+    ``submit`` runs a bcrypt check off the loop (the worker's ``Offload.submit``); the
+    request's plan then says ``waiting`` and the worker plans it again when the check
+    is done. Without ``submit`` (tests) the check runs inline.
+    """
 
-    def __init__(self, sites: SiteTable[Site] | None, first: Site) -> None:
+    __slots__ = ("_checks", "_first", "_sites", "submit", "verifier")
+
+    def __init__(
+        self, sites: SiteTable[Site] | None, first: Site, submit: Submit | None = None
+    ) -> None:
         """``sites`` None: ``first`` is the one site (a config without ``sites:``).
         Otherwise ``first`` is the first site listed, whose pages answer 421."""
         self._sites = sites
         self._first = first
+        self.submit = submit
         self.verifier = Verifier()
+        self._checks: dict[bytes, _Check] = {}  # credentials' key → the check in flight
 
     def site(self, request: Request) -> Site | None:
         """The site for ``request``'s host (RFC 9112 §3.2.2), or None for 421."""
@@ -79,43 +126,38 @@ class Router:
             return self._first
         return self._sites.lookup(request.host)
 
-    def misdirected(self, request: Request) -> Plan:
-        """421 for a host no site answers (RFC 9110 §15.5.20)."""
-        head = request.method == "HEAD"
-        return _settle(request, self._first.static.error_plan(MISDIRECTED, head=head))
-
-    def plan(self, request: Request, client: str, site: Site) -> Plan | AuthCheck:
-        """The answer of ``site`` to ``request`` from ``client``, rules applied."""
+    def plan(self, request: Request, client: str) -> tuple[Site | None, Plan]:
+        """(the site, its answer) for ``request`` from ``client``; None: 421."""
+        site = self.site(request)
+        if site is None:
+            head = request.method == "HEAD"
+            return None, _settle(request, self._first.static.error_plan(MISDIRECTED, head=head))
         rules = site.rules
         if rules is None:
-            return site.static.plan(request)
+            return site, site.static.plan(request)
         decision = rules.decide(request.path, request.query, client)
         if decision is NOTHING:
-            return site.static.plan(request)
-        return self._apply(request, site, decision, checked=False)
+            return site, site.static.plan(request)
+        return site, self._apply(request, site, decision)
 
     # -- the order of SPEC §8 ------------------------------------------------------------
-    def _apply(
-        self, request: Request, site: Site, decision: Decision, checked: bool
-    ) -> Plan | AuthCheck:
+    def _apply(self, request: Request, site: Site, decision: Decision) -> Plan:
         static = site.static
         head = request.method == "HEAD"
         if decision.refused:
             return _with(request, static.error_plan(FORBIDDEN, head=head), decision.headers)
         guard = decision.guard
-        if guard is not None and not checked:
+        if guard is not None:
             verdict = self.verifier.verdict(guard, request.headers.get("authorization"))
             if isinstance(verdict, Pending):
-                def resume(granted: bool) -> Plan:
-                    self.verifier.record(verdict.key, granted)
-                    if not granted:
-                        return self._unauthorized(request, site, decision)
-                    answer = self._apply(request, site, decision, checked=True)
-                    assert isinstance(answer, Plan)
-                    return answer
-                return AuthCheck(site, verdict, resume)
+                if self.submit is None:  # no pool: check inline (unit tests)
+                    self.verifier.record(verdict.key, verdict.work())
+                    return self._apply(request, site, decision)
+                return self._wait(request, site, verdict)
             if verdict is not GRANTED:
-                return self._unauthorized(request, site, decision)
+                plan = static.error_plan(UNAUTHORIZED, head=head)
+                plan.headers.append(("WWW-Authenticate", guard.challenge))
+                return _with(request, plan, decision.headers)
         if decision.redirect is not None:
             status, location = decision.redirect
             plan = static.error_plan(status, head=head)
@@ -128,11 +170,25 @@ class Router:
             plan = static.plan(replace(request, target=fallback, path=fallback, query=""))
         return _with(request, plan, decision.headers)
 
-    def _unauthorized(self, request: Request, site: Site, decision: Decision) -> Plan:
-        assert decision.guard is not None
-        plan = site.static.error_plan(UNAUTHORIZED, head=request.method == "HEAD")
-        plan.headers.append(("WWW-Authenticate", decision.guard.challenge))
-        return _with(request, plan, decision.headers)
+    def _wait(self, request: Request, site: Site, pending: Pending) -> Plan:
+        """A plan that waits for the check (one per credentials at a time), or 503."""
+        check = self._checks.get(pending.key)
+        if check is None:
+            check = _Check()
+            key = pending.key
+
+            def done(outcome: Outcome) -> None:
+                # bcrypt raises nothing for a hash that loaded; an error counts as "no".
+                self.verifier.record(key, outcome.error is None and outcome.value is True)
+                del self._checks[key]
+                check.release()
+
+            if self.submit is None or self.submit(pending.work, done) is None:
+                plan = site.static.error_plan(OVERLOADED, head=request.method == "HEAD")
+                plan.headers.append(("Retry-After", "1"))
+                return _settle(request, plan)
+            self._checks[key] = check
+        return Plan(0, [], waiting=check)
 
 
 def _with(request: Request, plan: Plan, headers: tuple[tuple[str, str], ...]) -> Plan:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
@@ -15,8 +16,9 @@ from forkserver.config.htpasswd import parse_htpasswd
 from forkserver.config.model import AuthSetting, RuleSetting
 from forkserver.http import Request
 from forkserver.http.response import Plan, close_body
+from forkserver.offload import Finished
 from forkserver.sites.hosts import SiteTable
-from forkserver.sites.router import AuthCheck, Router, Site
+from forkserver.sites.router import Router, Site
 from forkserver.sites.rules import Rules
 from forkserver.static import StaticSite
 
@@ -66,11 +68,8 @@ def make_router(main: Path, docs: Path, rules: list[RuleSetting], default: bool 
     return Router(table, one)
 
 
-def answer(router: Router, req: Request, client: str = "127.0.0.1") -> Plan | AuthCheck:
-    site = router.site(req)
-    if site is None:
-        return router.misdirected(req)
-    return router.plan(req, client, site)
+def answer(router: Router, req: Request, client: str = "127.0.0.1") -> Plan:
+    return router.plan(req, client)[1]
 
 
 def test_site_choice_and_421(docroots: tuple[Path, Path]) -> None:
@@ -78,8 +77,8 @@ def test_site_choice_and_421(docroots: tuple[Path, Path]) -> None:
     router = make_router(main, docs, [])
     for host, label in (("example.org", b"main"), ("DOCS.example.org.:8080", b"docs"),
                         ("a.b.example.org", b"main"), ("other.net", b"main")):
-        plan = answer(router, request("/", host))
-        assert isinstance(plan, Plan) and body(plan) == label + b" index"
+        site, plan = router.plan(request("/", host), "127.0.0.1")
+        assert site is not None and body(plan) == label + b" index"
     strict = make_router(main, docs, [], default=False)
     plan = answer(strict, request("/", "other.net"))
     assert isinstance(plan, Plan) and plan.status == 421
@@ -125,16 +124,40 @@ def test_order_allow_auth_redirect(docroots: tuple[Path, Path]) -> None:
     assert isinstance(challenged, Plan) and challenged.status == 401
     assert ("WWW-Authenticate", 'Basic realm="Staff", charset="UTF-8"') in challenged.headers
     good = {"authorization": "Basic " + base64.b64encode(b"alice:pw").decode()}
-    pending = answer(router, request("/staff/x?q=1", headers=good), "10.0.0.1")
-    assert isinstance(pending, AuthCheck)
-    plan = pending.finish(pending.work())
+    plan = answer(router, request("/staff/x?q=1", headers=good), "10.0.0.1")
     assert plan.status == 301 and ("Location", "/app/x") in plan.headers  # no {query}
-    again = answer(router, request("/staff/x", headers=good), "10.0.0.1")  # remembered
-    assert isinstance(again, Plan) and again.status == 301
     bad = {"authorization": "Basic " + base64.b64encode(b"alice:nope").decode()}
-    pending = answer(router, request("/staff/x", headers=bad), "10.0.0.1")
-    assert isinstance(pending, AuthCheck)
-    assert pending.finish(pending.work()).status == 401
+    assert answer(router, request("/staff/x", headers=bad), "10.0.0.1").status == 401
+
+
+def test_checks_wait_off_the_loop_once_per_credentials(docroots: tuple[Path, Path]) -> None:
+    main, docs = docroots
+    router = make_router(main, docs, [
+        RuleSetting("/staff/**", auth=AuthSetting("Staff", HTPASSWD, USERS))])
+    jobs: list[tuple[Callable[[], bool], Callable[[Any], None]]] = []
+
+    def submit(work: Callable[[], bool], done: Callable[[Any], None]) -> object | None:
+        if len(jobs) >= 2:
+            return None  # the pool's queue is full
+        jobs.append((work, done))
+        return object()
+
+    router.submit = submit
+    good = {"authorization": "Basic " + base64.b64encode(b"alice:pw").decode()}
+    first = answer(router, request("/staff/x", headers=good))
+    second = answer(router, request("/staff/y", headers=good))
+    assert first.waiting is not None and second.waiting is first.waiting  # one check
+    resumed: list[str] = []
+    first.waiting.park(lambda: resumed.append("first"))
+    second.waiting.park(lambda: resumed.append("second")).cancel()  # that one hung up
+    wrong = {"authorization": "Basic " + base64.b64encode(b"alice:no").decode()}
+    assert answer(router, request("/staff/x", headers=wrong)).waiting is not None
+    third = {"authorization": "Basic " + base64.b64encode(b"bob:x").decode()}
+    assert answer(router, request("/staff/x", headers=third)).status == 503  # full
+    work, done = jobs[0]
+    done(Finished(work()))
+    assert resumed == ["first"]
+    assert answer(router, request("/staff/x", headers=good)).status == 404  # remembered
 
 
 def test_headers_on_cached_files(docroots: tuple[Path, Path]) -> None:
