@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-LISTENING = re.compile(r"listening on (?:http://(\[[^\]]+\]|[^:\s]+):(\d+)|unix:/\S+)")
+LISTENING = re.compile(r"listening on (?:https?://(\[[^\]]+\]|[^:\s]+):(\d+)|unix:/\S+)")
 
 
 def wait_for(

@@ -1,0 +1,371 @@
+"""HTTPS against the real program: listeners, certificates, HTTP over TLS, reload.
+
+Certificates come from a test authority made with the real ``openssl`` command line
+(tests/tlscerts.py); clients are curl, ``openssl s_client`` and Python's ``ssl``.
+Every wait is a poll with a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import Server, socket_inodes, wait_for
+from tests.tlscerts import Authority, Issued
+
+HTTPS_LISTENING = re.compile(r"listening on https://127\.0\.0\.1:(\d+)")
+HTTP_LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    return Authority(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def issued(authority: Authority) -> Issued:
+    return authority.issue("localhost", "www.example.test")
+
+
+def docroot(directory: Path) -> Path:
+    root = directory / "www"
+    root.mkdir()
+    (root / "index.html").write_text("hello over tls\n")
+    (root / "big.bin").write_bytes(bytes(range(256)) * 4096 * 10)  # 10 MiB
+    return root
+
+
+class TlsServer(Server):
+    """A Server whose listeners come from ``listen`` (host/port removed)."""
+
+    def __init__(self, directory: Path, settings: dict[str, Any]) -> None:
+        super().__init__(directory, settings, [])
+        del self.settings["host"], self.settings["port"]
+        self.write_config()
+
+    def https_port(self) -> int:
+        match = HTTPS_LISTENING.search(self.error_log)
+        assert match, self.error_log
+        return int(match.group(1))
+
+    def http_port(self) -> int:
+        match = HTTP_LISTENING.search(self.error_log)
+        assert match, self.error_log
+        return int(match.group(1))
+
+
+@contextlib.contextmanager
+def tls_server(
+    directory: Path, issued: Issued, **settings: Any
+) -> Iterator[TlsServer]:
+    server = TlsServer(directory, {
+        "listen": ["127.0.0.1:0", {"address": "127.0.0.1:0", "tls": True}],
+        "tls": {"certificate": str(issued.certificate), "key": str(issued.key)},
+        "docroot": str(docroot(directory)),
+        **settings,
+    })
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def client_context(authority: Authority) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(authority.certificate))
+
+
+def tls_connect(port: int, context: ssl.SSLContext, session: ssl.SSLSession | None = None,
+                server_name: str = "localhost") -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return context.wrap_socket(raw, server_hostname=server_name, session=session)
+
+
+def read_response(sock: ssl.SSLSocket) -> bytes:
+    """One response with Content-Length off a keep-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["curl", "-sS", *args], capture_output=True, text=True, timeout=30,
+                          check=False)
+
+
+def test_listeners_are_logged_in_order_and_https_serves_like_http(
+    tmp_path: Path, authority: Authority, issued: Issued
+) -> None:
+    with tls_server(tmp_path, issued) as server:
+        lines = [line for line in server.error_log.splitlines() if "listening on" in line]
+        assert "http://127.0.0.1:" in lines[0] and "https://127.0.0.1:" in lines[1]
+        port = server.https_port()
+        resolve = f"localhost:{port}:127.0.0.1"
+        base = f"https://localhost:{port}"
+        # Keep-alive: two requests over one connection, certificate verified by curl.
+        result = curl("-v", "--cacert", str(authority.certificate), "--resolve", resolve,
+                      f"{base}/", f"{base}/index.html")
+        assert result.stdout == "hello over tls\n" * 2
+        assert "ALPN: server accepted http/1.1" in result.stderr
+        assert "Re-using existing connection" in result.stderr
+        # Ranges and conditionals as over plain HTTP.
+        ranged = curl("--cacert", str(authority.certificate), "--resolve", resolve,
+                      "-r", "6-9", f"{base}/index.html")
+        assert ranged.stdout == "over"
+        etag = curl("-I", "--cacert", str(authority.certificate), "--resolve", resolve,
+                    f"{base}/index.html")
+        tag = re.search(r"(?i)etag: (\S+)", etag.stdout)
+        assert tag
+        again = curl("-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+                     str(authority.certificate), "--resolve", resolve,
+                     "-H", f"If-None-Match: {tag.group(1)}", f"{base}/index.html")
+        assert again.stdout == "304"
+        # The plain listener serves the same files.
+        plain = curl(f"http://127.0.0.1:{server.http_port()}/")
+        assert plain.stdout == "hello over tls\n"
+
+
+def test_pipelined_requests_over_tls_are_answered_in_order(
+    tmp_path: Path, authority: Authority, issued: Issued
+) -> None:
+    with tls_server(tmp_path, issued) as server, tls_connect(
+        server.https_port(), client_context(authority)
+    ) as sock:
+        sock.sendall(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                     b"HEAD /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                     b"GET /missing HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        statuses = re.findall(rb"HTTP/1\.1 (\d{3})", data)
+        assert statuses == [b"200", b"200", b"404"]
+        assert data.count(b"hello over tls\n") == 1
+
+
+def test_a_large_body_over_tls_does_not_starve_other_clients(
+    tmp_path: Path, authority: Authority, issued: Issued
+) -> None:
+    context = client_context(authority)
+    with tls_server(tmp_path, issued, workers=1) as server:
+        port = server.https_port()
+        with tls_connect(port, context) as slow, tls_connect(port, context) as quick:
+            slow.sendall(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            first = slow.recv(65536)  # the download is under way, and read slowly
+            assert first.startswith(b"HTTP/1.1 200")
+            quick.sendall(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert read_response(quick).endswith(b"hello over tls\n")
+            received = len(first.partition(b"\r\n\r\n")[2])
+            expected = (tmp_path / "www" / "big.bin").read_bytes()
+            body = bytearray(first.partition(b"\r\n\r\n")[2])
+            while received < len(expected):
+                chunk = slow.recv(1 << 20)
+                assert chunk
+                body += chunk
+                received += len(chunk)
+            assert bytes(body) == expected
+
+
+def s_client(port: int, *args: str, data: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+         *args], input=data, capture_output=True, timeout=30, check=False,
+    )
+
+
+def test_openssl_s_client_sees_alpn_tls13_and_no_old_versions(
+    tmp_path: Path, authority: Authority, issued: Issued
+) -> None:
+    with tls_server(tmp_path, issued) as server:
+        port = server.https_port()
+        modern = s_client(port, "-alpn", "http/1.1", "-CAfile", str(authority.certificate),
+                          "-brief")
+        assert modern.returncode == 0, modern.stderr
+        text = modern.stderr.decode()
+        assert "Protocol version: TLSv1.3" in text
+        assert "Verification: OK" in text
+        full = s_client(port, "-alpn", "http/1.1")  # without -brief, it names the ALPN
+        assert b"ALPN protocol: http/1.1" in full.stdout
+        tls12 = s_client(port, "-tls1_2", "-brief")
+        assert "Protocol version: TLSv1.2" in tls12.stderr.decode()
+        for old in ("-tls1", "-tls1_1"):
+            refused = s_client(port, old, "-cipher", "DEFAULT:@SECLEVEL=0")
+            assert refused.returncode != 0
+            assert b"Protocol version: TLSv1" not in refused.stderr.replace(b"TLSv1.2", b"")
+
+
+def worker_of(server: Server, client_port: int, server_port: int) -> int | None:
+    """The worker holding the server side of the connection from ``client_port``."""
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        parts = line.split()
+        local = int(parts[1].rsplit(":", 1)[1], 16)
+        remote = int(parts[2].rsplit(":", 1)[1], 16)
+        if local == server_port and remote == client_port:
+            inode = f"socket:[{parts[9]}]"
+    if inode is None:
+        return None
+    return next((pid for pid in server.workers() if inode in socket_inodes(pid)), None)
+
+
+def test_a_session_resumes_on_another_worker(
+    tmp_path: Path, authority: Authority, issued: Issued
+) -> None:
+    context = client_context(authority)
+    with tls_server(tmp_path, issued, workers=2) as server:
+        port = server.https_port()
+        with tls_connect(port, context) as first:
+            first.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            read_response(first)  # the tickets arrive with the first answer
+            session = first.session
+            first_worker = wait_for(
+                lambda: worker_of(server, first.getsockname()[1], port), what="first worker"
+            )
+        assert session is not None
+        elsewhere = []
+        for _ in range(40):  # EPOLLEXCLUSIVE spreads new connections; bounded tries
+            with tls_connect(port, context, session) as again:
+                again.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                read_response(again)
+                worker = wait_for(lambda: worker_of(server, again.getsockname()[1], port),
+                                  what="the worker")
+                if worker != first_worker:
+                    elsewhere.append(again.session_reused)
+                    if len(elsewhere) >= 2:
+                        break
+        assert elsewhere, "no connection landed on the other worker"
+        assert all(elsewhere)
+
+
+def test_hostile_input_on_the_tls_port_closes_that_connection_only(
+    tmp_path: Path, authority: Authority, issued: Issued
+) -> None:
+    context = client_context(authority)
+    with tls_server(tmp_path, issued, timeouts={"header": 1.0}) as server:
+        port = server.https_port()
+        workers = server.workers()
+        # Garbage, and plain HTTP, on the TLS port: closed.
+        for junk in (b"\x00" * 64 + bytes(range(256)), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(junk)
+                with contextlib.suppress(ConnectionResetError):
+                    while sock.recv(4096):
+                        pass
+        # Hundreds of half-open handshakes: a partial ClientHello, then silence; and a
+        # ClientHello that never comes. All close at the handshake deadline.
+        hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 20
+        stalled = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(300)]
+        for index, sock in enumerate(stalled):
+            if index % 2:
+                sock.sendall(hello)
+        # Meanwhile another client is served.
+        with tls_connect(port, context) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert read_response(sock).endswith(b"hello over tls\n")
+        for sock in stalled:
+            sock.settimeout(10)
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(4096) == b""  # closed by the server, not by us
+            sock.close()
+        # Renegotiation (TLS 1.2; 1.3 has none) is refused: the connection goes.
+        # s_client's "R" command asks; stdin stays open so that the answer decides.
+        with subprocess.Popen(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_2"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        ) as renegotiate:
+            assert renegotiate.stdin is not None and renegotiate.stdout is not None
+            renegotiate.stdin.write(b"R\n")
+            renegotiate.stdin.flush()
+            output = renegotiate.stdout.read()  # until s_client exits on the refusal
+            renegotiate.wait(timeout=30)
+        assert b"RENEGOTIATING" in output
+        assert b"no renegotiation" in output
+        assert server.workers() == workers
+        with tls_connect(port, context) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert read_response(sock).endswith(b"hello over tls\n")
+        errors = [line for line in server.error_log.splitlines() if "[error]" in line]
+        assert not errors
+
+
+def replace_certificate(target: Issued, source: Issued) -> None:
+    target.certificate.write_bytes(source.certificate.read_bytes())
+    target.key.write_bytes(source.key.read_bytes())
+
+
+def served_names(port: int, authority: Authority) -> set[str]:
+    context = client_context(authority)
+    with tls_connect(port, context) as sock:
+        certificate = sock.getpeercert()
+    assert certificate is not None
+    return {str(entry[1]) for entry in certificate["subjectAltName"]}
+
+
+def test_hup_serves_a_renewed_certificate_and_refuses_a_broken_one(
+    tmp_path: Path, authority: Authority
+) -> None:
+    live = authority.issue("localhost", "old.example.test")
+    renewed = authority.issue("localhost", "new.example.test")
+    with tls_server(tmp_path, live) as server:
+        port = server.https_port()
+        assert "old.example.test" in served_names(port, authority)
+        replace_certificate(live, renewed)
+        server.signal(signal.SIGHUP)
+        wait_for(lambda: "new.example.test" in served_names(port, authority),
+                 what="the renewed certificate")
+        # A key that does not match: the reload is refused, the old generation serves.
+        live.key.write_bytes(authority.issue("localhost").key.read_bytes())
+        server.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in server.error_log, what="the refused reload")
+        assert f"{live.key}: does not match the certificate {live.certificate}" in \
+            server.error_log
+        assert "new.example.test" in served_names(port, authority)
+
+
+def test_check_prints_names_and_expiry_and_warns_within_14_days(
+    tmp_path: Path, authority: Authority
+) -> None:
+    end = time.strftime("%Y%m%d%H%M%SZ", time.gmtime(time.time() + 3 * 86400))
+    soon = authority.issue("localhost", end=end)
+    server = TlsServer(tmp_path, {
+        "listen": [{"address": "127.0.0.1:0", "tls": True}],
+        "tls": {"certificate": str(soon.certificate), "key": str(soon.key)},
+        "docroot": str(tmp_path),
+    })
+    result = subprocess.run(
+        [sys.executable, "-m", "forkserver", "-c", str(server.config_path), "--check"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"certificate {soon.certificate}: localhost; expires " in result.stdout
+    assert "less than 14" in result.stderr
+    expired = authority.issue("localhost", start="20200101000000Z", end="20200102000000Z")
+    server.write_config(tls={"certificate": str(expired.certificate), "key": str(expired.key)})
+    refused = subprocess.run(
+        [sys.executable, "-m", "forkserver", "-c", str(server.config_path), "--check"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert refused.returncode == 2
+    assert f"tls: {expired.certificate}: expired on 2020-01-02" in refused.stderr
