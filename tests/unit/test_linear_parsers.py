@@ -18,6 +18,7 @@ a backtracking pattern or a rescanning loop spends its time on.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gc
 import re
@@ -32,12 +33,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forkserver.config import Limits
+from forkserver.config.model import RuleSetting
 from forkserver.errors import HttpError
 from forkserver.http import HeadParser, HeadScan, parse_request
 from forkserver.http import heads as http_heads
 from forkserver.http.negotiate import coding_weights, prefers_json, prefers_plain_text
 from forkserver.http.proxy import V2_SIGNATURE, ProxyError, parse_proxy_header
 from forkserver.logs import escape_field
+from forkserver.sites.auth import basic_credentials
+from forkserver.sites.hosts import site_name
+from forkserver.sites.rules import Rules
 from forkserver.static import resolve_path
 from forkserver.static.caching import CacheRules, glob_regex
 from forkserver.static.conditional import evaluate_preconditions, if_range_holds, parse_etags
@@ -146,6 +151,12 @@ STAR_RULES = CacheRules(
     [("*a*a*a*b", "1"), ("**a**a**b", "2"), ("/**/x*y/**/z", "3"), ("**.css", "4")]
 )
 
+SITE_RULES = Rules([
+    RuleSetting("*a*a*a*b", headers=(("X-A", "1"),)),
+    RuleSetting("/**a**a**b", allow=("10.0.0.0/8",)),
+    RuleSetting("/r/**", redirect="/new/{rest}{query}"),
+    RuleSetting("*.css", headers=(("X-B", "2"),)),
+])
 FILL = HEAD - 64  # room for the request line and Host around an adversarial field
 # (name, parser, input of about n characters, n at the limit)
 CASES: list[tuple[str, Callable[[str], object], Callable[[int], str], int]] = [
@@ -252,6 +263,21 @@ CASES: list[tuple[str, Callable[[str], object], Callable[[int], str], int]] = [
     ("cache_control: a run of one letter", STAR_RULES, lambda n: "/" + "a" * n, LINE),
     ("cache_control: many segments", STAR_RULES, lambda n: "/a" * (n // 2), LINE),
     ("cache_control: dotted segments", STAR_RULES, lambda n: "/a." * (n // 3) + "css/", LINE),
+    # sites/: Authorization, the Host that picks a site, rules and redirect templates
+    ("Authorization: long base64", basic_credentials, lambda n: "Basic " + "QUFB" * (n // 4),
+     FILL),
+    ("Authorization: colons", basic_credentials,
+     lambda n: "Basic " + base64.b64encode(b":" * (n * 3 // 4)).decode()[: n], FILL),
+    ("Authorization: spaces", basic_credentials, lambda n: "Basic" + " " * n + "x", FILL),
+    ("site name: dots", site_name, lambda n: "." * n, FILL),
+    ("site name: labels", site_name, lambda n: "a." * (n // 2), FILL),
+    ("site name: IPv6 colons", site_name, lambda n: "[" + ":" * n + "]", FILL),
+    ("rules: a run of one letter", lambda p: SITE_RULES.decide(p, "", "127.0.0.1"),
+     lambda n: "/" + "a" * n, LINE),
+    ("rules: many segments", lambda p: SITE_RULES.decide(p, "", "127.0.0.1"),
+     lambda n: "/r" + "/a" * (n // 2), LINE),
+    ("redirect: characters to escape", lambda p: SITE_RULES.decide(p, p[1:], "::1"),
+     lambda n: "/r/" + '"<' * (n // 2), LINE),
 ]
 
 
