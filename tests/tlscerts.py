@@ -69,14 +69,19 @@ class Authority:
 
     def issue(
         self, *names: str, kind: str = "ec", start: str | None = None, end: str | None = None,
-        common_name: str | None = None, san: bool = True,
+        common_name: str | None = None, san: bool = True, ips: tuple[str, ...] = (),
+        extensions: tuple[str, ...] = (),
     ) -> Issued:
-        """A leaf for ``names`` (SAN DNS names); ``start``/``end`` as YYYYMMDDHHMMSSZ."""
+        """A leaf for ``names`` (SAN DNS names, and ``ips``); ``start``/``end`` as
+        YYYYMMDDHHMMSSZ; ``extensions`` more ``-addext`` values."""
         self.count += 1
         stem = self.dir / f"leaf{self.count}"
         key, csr = stem.with_suffix(".key"), stem.with_suffix(".csr")
         leaf = stem.with_suffix(".crt")
-        extra = ["-addext", "subjectAltName=" + ",".join(f"DNS:{n}" for n in names)] if san else []
+        alt = [f"DNS:{n}" for n in names] + [f"IP:{ip}" for ip in ips]
+        extra = ["-addext", "subjectAltName=" + ",".join(alt)] if san else []
+        for extension in extensions:
+            extra += ["-addext", extension]
         openssl(
             "req", "-new", *new_key_args(kind), "-nodes", "-keyout", str(key), "-out", str(csr),
             "-subj", f"/CN={common_name or names[0]}", *extra,

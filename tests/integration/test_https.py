@@ -8,6 +8,7 @@ Every wait is a poll with a deadline.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import signal
 import socket
@@ -369,3 +370,43 @@ def test_check_prints_names_and_expiry_and_warns_within_14_days(
     )
     assert refused.returncode == 2
     assert f"tls: {expired.certificate}: expired on 2020-01-02" in refused.stderr
+
+
+# testssl.sh's verdicts that are about the test's certificate authority, not about
+# the server: none expected (the leaf names 127.0.0.1, is trusted via --add-ca, has an
+# OCSP address), listed here so that a new one shows up as a failure with its id.
+TESTSSL_BUDGET_SECONDS = 110
+
+
+def test_testssl_finds_nothing_high_or_critical(
+    tmp_path: Path, authority: Authority
+) -> None:
+    leaf = authority.issue(
+        "localhost", ips=("127.0.0.1",), end=time.strftime(
+            "%Y%m%d%H%M%SZ", time.gmtime(time.time() + 90 * 86400)),
+        extensions=("authorityInfoAccess=OCSP;URI:http://ocsp.example.test/",),
+    )
+    report = tmp_path / "testssl.json"
+    with tls_server(tmp_path, leaf) as server:
+        # Protocols (-p), cipher categories (-s), the server's preferences (-P) and
+        # defaults (-S: certificate, tickets, resumption), headers (-h) and every
+        # vulnerability check (-U: Heartbleed, CCS, ticketbleed, ROBOT, renegotiation,
+        # CRIME, BREACH, POODLE, SWEET32, FREAK, DROWN, LOGJAM, BEAST, LUCKY13, RC4...);
+        # not the client simulation or the per-cipher listing, the slow parts.
+        result = subprocess.run(
+            ["testssl", "--quiet", "--color", "0", "--warnings", "off", "--fast",
+             "-p", "-s", "-P", "-S", "-h", "-U",
+             "--ip", "one", "--add-ca", str(authority.certificate),
+             "--jsonfile", str(report), f"127.0.0.1:{server.https_port()}"],
+            capture_output=True, text=True, timeout=TESTSSL_BUDGET_SECONDS, check=False,
+        )
+        assert report.exists(), result.stdout[-2000:] + result.stderr[-2000:]
+    findings = json.loads(report.read_text())
+    serious = [(f["id"], f["severity"], f["finding"]) for f in findings
+               if f["severity"] in ("HIGH", "CRITICAL")]
+    assert not serious
+    ids = {f["id"]: f for f in findings}
+    assert ids["TLS1"]["finding"] == "not offered"
+    assert ids["TLS1_1"]["finding"] == "not offered"
+    assert ids["SSLv3"]["finding"] == "not offered"
+    assert ids["TLS1_3"]["finding"].startswith("offered")
