@@ -41,6 +41,7 @@ __all__ = [
     "PREFERENCE",
     "ZSTD",
     "coding_weights",
+    "refuses_identity",
     "select_coding",
 ]
 
@@ -100,6 +101,16 @@ def coding_weights(value: str) -> dict[str, float]:
     if len(_cache) < CACHE_SIZE and len(value) <= CACHE_MAX_VALUE:
         _cache[value] = weights
     return weights
+
+
+def refuses_identity(value: str | None) -> bool:
+    """Whether the field refuses the unencoded representation (``identity;q=0``, or
+    ``*;q=0`` without an ``identity`` entry): the one case where a file with no
+    variants has no acceptable representation (406)."""
+    if value is None:
+        return False
+    weights = coding_weights(value)
+    return weights.get(IDENTITY, weights.get("*", FALLBACK_Q)) == 0.0
 
 
 def select_coding(

@@ -10,13 +10,16 @@ site and the status page make plans, the worker sends them.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from forkserver.http.request import Request
 
 __all__ = [
     "NOSNIFF",
     "REASONS",
+    "BodyStream",
     "FileBody",
     "Plan",
     "SharedDescriptor",
@@ -38,22 +41,23 @@ REASONS: dict[int, str] = {
     307: "Temporary Redirect",
     308: "Permanent Redirect",
     400: "Bad Request",
+    401: "Unauthorized",  # rules' auth (RFC 9110 §15.5.2)
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
-    401: "Unauthorized",  # rules' auth (RFC 9110 §15.5.2)
+    406: "Not Acceptable",
     408: "Request Timeout",
     412: "Precondition Failed",
     413: "Content Too Large",
     414: "URI Too Long",
     416: "Range Not Satisfiable",
     417: "Expectation Failed",
+    421: "Misdirected Request",  # no site answers for the Host (RFC 9110 §15.5.20)
+    429: "Too Many Requests",  # RFC 6585 §4
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
     503: "Service Unavailable",
-    421: "Misdirected Request",  # no site answers for the Host (RFC 9110 §15.5.20)
-    429: "Too Many Requests",  # RFC 6585 §4
     505: "HTTP Version Not Supported",
 }
 
@@ -149,6 +153,32 @@ def close_body(body: FileBody) -> None:
     body.descriptor.close()
 
 
+class BodyStream(Protocol):
+    """Content made while it is sent, in bounded slices (a ``.gz`` decoded on the fly).
+
+    ``read()`` returns the next slice (possibly empty before the end) and raises when
+    the content can no longer match the head already sent; the worker then cuts the
+    response and logs why. ``close()`` releases what it holds.
+    """
+
+    @property
+    def done(self) -> bool: ...
+
+    def read(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class Waiting(Protocol):
+    """A job off the loop that the answer needs (``forkserver.encoding.prepare``)."""
+
+    def park(self, resume: Callable[[], None]) -> Cancellable: ...
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
 @dataclass(slots=True)
 class Plan:
     """Everything the worker needs to answer a request.
@@ -161,6 +191,9 @@ class Plan:
     ``close`` asks the worker to close the connection after this response.
     ``encoded``, when not empty, is ``headers`` already encoded by ``encode_fields``
     (a cache hit reuses the bytes instead of encoding every field again).
+    ``waiting``, when set, means there is no answer yet: the worker parks the request
+    on it and plans the request again when it fires. ``log`` is a line for the error
+    log (a file that cannot be served as asked), written when the plan is sent.
     """
 
     status: int
@@ -168,5 +201,7 @@ class Plan:
     body: bytes = b""
     file: FileBody | None = None
     close: bool = False
-    rest: list[bytes | FileBody] | None = None
+    rest: list[bytes | FileBody | BodyStream] | None = None
     encoded: bytes = b""
+    waiting: Waiting | None = None
+    log: str = ""

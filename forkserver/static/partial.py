@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 
-from forkserver.http.response import FileBody, Plan, SharedDescriptor, close_body
+from forkserver.http.response import BodyStream, FileBody, Plan, SharedDescriptor, close_body
 from forkserver.static.ranges import ByteRange, content_range, multipart_framing
 
 __all__ = ["BOUNDARY_BYTES", "partial_plan"]
@@ -46,7 +46,7 @@ def partial_plan(
             "Content-Type": f"multipart/byteranges; boundary={boundary}",
             "Content-Length": str(total),
         })
-        rest: list[bytes | FileBody] = []
+        rest: list[bytes | FileBody | BodyStream] = []
         try:
             for part_head, part in zip(heads[1:], parts[1:], strict=True):
                 rest.append(part_head)

@@ -38,18 +38,17 @@ docs/http.md lists every behaviour with its RFC section):
   then the representation (the file or a precompressed variant, by Accept-Encoding),
   then the preconditions on *that* representation's validators (304/412), then Range
   (GET only, §14.2: HEAD ignores Range and gets the 200 headers).
-* Precompressed variants ``X.br``/``X.gz`` are looked for next to the file actually
-  opened (after following a symlink), must be regular files inside the docroot and
-  no older than X; X itself must exist. Several ranges of a variant are answered
-  with the whole variant (200): a Content-Encoding on a multipart body would
+* Representations (``.br``/``.zst``/``.gz`` variants, gzip on the fly, a ``.gz``
+  without its file, 406) and ETags (``etag``): ``coding.py``. Several ranges of a
+  variant get the whole variant (200): a multipart body's Content-Encoding would
   describe the multipart document, not the parts.
 * ``Last-Modified`` is never later than now (RFC 9110 §8.8.2.1): a file with an mtime
   in the future is dated now.
 * Configured error pages (403/404/500) are read from the docroot through the same
   contained walk on every use; if one cannot be served the built-in page is sent.
 
-Cost: a plain GET pays for the walk, one ``fstat``, two ``faccessat`` probes for
-variants (when ``precompressed`` is on: about 2-4 µs of a ~15-20 µs plan) and a few
+Cost: a plain GET pays for the walk, one ``fstat``, three ``faccessat`` probes for
+variants (when ``precompressed`` is on: about 3-5 µs of a ~15-20 µs plan) and a few
 dict lookups; the conditional and range machinery runs only when the request
 carries those fields.
 """
@@ -62,6 +61,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from forkserver.config import Config
+from forkserver.encoding.negotiation import refuses_identity
 from forkserver.errors import HttpError
 from forkserver.http.negotiate import prefers_json
 from forkserver.http.request import Request
@@ -76,13 +76,8 @@ from forkserver.http.response import (
 )
 from forkserver.static.autoindex import render_html, render_json
 from forkserver.static.caching import CacheRules
-from forkserver.static.conditional import (
-    Verdict,
-    etag,
-    evaluate_preconditions,
-    http_date,
-    if_range_holds,
-)
+from forkserver.static.coding import EPOCH, Codings, Outcome
+from forkserver.static.conditional import Verdict, evaluate_preconditions, http_date, if_range_holds
 from forkserver.static.docroot import Docroot, NoIndex, Opened, Refused
 from forkserver.static.filecache import (
     CACHE_FILE_BYTES,
@@ -96,7 +91,6 @@ from forkserver.static.pages import HTML_TYPE, ErrorPages, server_header
 from forkserver.static.partial import partial_plan
 from forkserver.static.paths import ResolvedPath, redirect_location, resolve_path
 from forkserver.static.ranges import parse_range
-from forkserver.static.variants import Representation, representation
 
 __all__ = ["KNOWN_METHODS", "StaticSite"]
 
@@ -106,6 +100,7 @@ KNOWN_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH", "TRACE", "CONNECT",
 INDEX_FILE = "index.html"
 JSON_TYPE = CONTENT_TYPES["json"]
 ACCEPT_RANGES = ("Accept-Ranges", "bytes")
+NO_RANGES = ("Accept-Ranges", "none")  # RFC 9110 §14.3: bodies made per file version
 VARY_ENCODING = ("Vary", "Accept-Encoding")
 VARY_ACCEPT = ("Vary", "Accept")
 # Last-Modified strings by second: the same few mtimes recur on every request.
@@ -143,6 +138,7 @@ class StaticSite:
         self.files = FileCache()
         self._cache = self.files.entries  # the hot path's one dict lookup
         self.pages = ErrorPages(config, self.docroot, self._types)
+        self.codings = Codings(self.docroot, config.precompressed, config.compress, config.etag)
 
     def close(self) -> None:
         """Release every descriptor (tests; a worker keeps them until it exits)."""
@@ -165,6 +161,8 @@ class StaticSite:
                 result = self.error_plan(error.status, head=head)
             except Refused as refused:
                 result = self.error_plan(refused.status, head=head)
+            except Outcome as outcome:  # 406, 503, 500 logged, or a job to wait for
+                result = outcome.answer(self.error_plan, head)
             except OSError:
                 result = self.error_plan(500, head=head)  # fstat failed: I/O error
         elif method in KNOWN_METHODS:
@@ -201,6 +199,10 @@ class StaticSite:
             opened = self.docroot.open(names, resolved.directory)
         except NoIndex:
             return self._no_index(request, resolved, head)
+        except Refused as refused:  # X.gz (.br, .zst) without X answers for X (SPEC §10)
+            if refused.status != 404 or resolved.directory or not self._precompressed:
+                raise
+            return self._plan_file(request, head, names, Opened(-1, -1, names), EPOCH)
         fd = opened.fd
         try:
             st = os.fstat(fd)
@@ -226,21 +228,15 @@ class StaticSite:
     ) -> Plan:
         """The response for a regular file; owns ``opened.fd`` (sends or closes it)."""
         fields = request.headers
-        try:
-            chosen = (
-                representation(self.docroot, fields, opened, st)
-                if self._precompressed else Representation(opened.fd, st, None, False)
-            )
-        except BaseException:
-            os.close(opened.fd)
-            raise
+        media_type = self._types(names[-1])
+        chosen = self.codings.select(fields, opened, st, media_type)  # owns opened.fd
         fd, st = chosen.fd, chosen.st
         try:
             now = self._wall_clock()
             mtime = st.st_mtime
             # Never later than the response's Date (RFC 9110 §8.8.2.1).
             last_modified = int(mtime) if mtime < now else int(now)
-            tag = etag(st)
+            tag = chosen.tag
             validators = [("Last-Modified", self._http_date(last_modified)), ("ETag", tag)]
             cache_control = self._cache_control("/" + "/".join(names))
             if cache_control is not None:
@@ -254,18 +250,17 @@ class StaticSite:
             if answer is not None:
                 return answer
 
-            size = st.st_size
-            media_type = self._types(names[-1])
+            size = chosen.length
             headers = [("Content-Type", media_type), ("Content-Length", str(size))]
             headers.extend(validators)
-            headers.append(ACCEPT_RANGES)
+            headers.append(ACCEPT_RANGES if chosen.ranges else NO_RANGES)
             if chosen.encoding is not None:
                 headers.append(("Content-Encoding", chosen.encoding))
             headers.append(NOSNIFF)
             headers.extend(self._extra)
 
             range_field = fields.get("range")
-            if range_field is not None and not head and size:
+            if range_field is not None and not head and size and chosen.ranges:
                 # §13.2.2 step 5 and §13.1.5: If-Range decides whether Range applies.
                 if_range = fields.get("if-range")
                 if if_range is None or if_range_holds(
@@ -281,6 +276,9 @@ class StaticSite:
                         return partial_plan(
                             parts, headers, owned, size, media_type, file_version(st)
                         )
+            if fd < 0:  # made per file version: in memory, or decoded while sent
+                memory, rest = chosen.content(head)
+                return Plan(200, headers, memory, rest=rest)
             if head or not size:
                 return Plan(200, headers)
             version = file_version(st)
@@ -318,8 +316,8 @@ class StaticSite:
         """The answer from the cache, or None to take the full path."""
         entry = self._cache[request.path]
         fields = request.headers
-        if "range" in fields:
-            return None
+        if "range" in fields or refuses_identity(fields.get("accept-encoding")):
+            return None  # ranges, and the 406 of identity;q=0, take the full path
         if self._monotonic() >= entry.expires:
             self.files.forget(request.path)
             return None

@@ -25,6 +25,8 @@ from forkserver.errors import HttpError
 from forkserver.http import HeadScan, Request
 from forkserver.http.response import (
     REASONS,
+    BodyStream,
+    Cancellable,
     FileBody,
     Plan,
     close_body,
@@ -36,6 +38,7 @@ from forkserver.http.response import (
 from forkserver.logs import AccessLog, ErrorLog
 from forkserver.static import StaticSite
 from forkserver.tls.transport import TlsStream
+from forkserver.worker.streams import abandon_changed_file, pull_slice, release_bodies
 
 RECV_BYTES = 64 * 1024  # one recv; a request head is far smaller (limits.header_bytes)
 SENDFILE_CHUNK = 2 * 1024 * 1024  # per call, so one large download cannot starve the loop
@@ -49,6 +52,7 @@ RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 READING, WRITING, LINGERING, CLOSED = 0, 1, 2, 3
 AWAITING_PROXY = 4  # proxy_protocol: the PROXY header has not arrived in full yet
 HANDSHAKING = 5  # a TLS listener's connection before its handshake is done (tlsphase.py)
+PARKED = 6  # its answer waits for a job off the loop (parking.py, siterouting.py)
 
 
 class Connection:
@@ -66,6 +70,7 @@ class Connection:
         "log_request",
         "log_status",
         "outbuf",
+        "parked",
         "phase",
         "request_started",
         "response_sent",
@@ -85,7 +90,8 @@ class Connection:
         # partial send, so the rest of a 64 KiB answer is not copied on every send.
         self.outbuf: bytes | memoryview = b""
         self.file: FileBody | None = None
-        self.rest: list[bytes | FileBody] | None = None  # segments after ``file``
+        self.rest: list[bytes | FileBody | BodyStream] | None = None  # after ``file``
+        self.parked: Cancellable | None = None  # the job its answer waits for (parking.py)
         self.phase = READING
         self.deadline = deadline
         self.head_started = 0.0  # monotonic time the current head's first byte arrived
@@ -180,6 +186,8 @@ class Responder:
         connection.log_status = plan.status if logged else 0  # 0: no access-log line
         if request is None:
             connection.inbuf.clear()  # after a framing error the rest is not trustworthy
+        if plan.log:
+            self.error_log.error(f"{request.path if request else line}: {plan.log}")
         self.requests += 1
         if plan.status != 200:
             self.not_ok[plan.status // 100] += 1
@@ -227,8 +235,10 @@ class Responder:
             segment = connection.rest.pop(0)
             if isinstance(segment, bytes):
                 connection.outbuf = segment
-            else:
+            elif isinstance(segment, FileBody):
                 connection.file = segment
+            elif not pull_slice(self, connection, segment):
+                return  # cut and closed
         if connection.outbuf or connection.file is not None:
             connection.deadline = self.clock() + self.send_seconds
             if connection.phase != WRITING:
@@ -253,7 +263,7 @@ class Responder:
                     # Written or truncated since the head went out: what is left would
                     # not be the bytes the head describes. A short body and EOF tell
                     # the client; a mix of two versions would not.
-                    self.abandon_changed_file(connection)
+                    abandon_changed_file(self, connection)
                     return False
                 tls = connection.tls
                 if tls is None:
@@ -263,7 +273,7 @@ class Responder:
                 else:  # sendfile cannot cross userspace TLS: pread, encrypt, send
                     count = tls.send_file(body.fd, body.offset, body.length)
                 if count == 0:
-                    self.abandon_changed_file(connection)  # shrank between fstat and here
+                    abandon_changed_file(self, connection)  # shrank since the fstat
                     return False
                 body.offset += count
                 body.length -= count
@@ -282,18 +292,6 @@ class Responder:
             self.close(connection)
             return False
         return True
-
-    def abandon_changed_file(self, connection: Connection) -> None:
-        request = connection.log_request
-        what = request.path if request is not None else "an error page"
-        if request is not None:
-            # A cached descriptor of it would fail the same way until the entry expires.
-            self.site.forget(request.path)
-        self.error_log.error(
-            f"{what} changed while being sent to {connection.client}; closing the "
-            f"connection after {connection.response_sent} bytes"
-        )
-        self.close(connection)
 
     def response_done(self, connection: Connection) -> None:
         connection.served += 1
@@ -386,13 +384,6 @@ class Responder:
         phase, connection.phase = connection.phase, CLOSED
         if connection.log_status and phase == WRITING and self.access_log.enabled:
             self.log_access(connection)  # an aborted response is still a response
-        # Each FileBody holds one reference to its file's descriptor: release them all.
-        if connection.file is not None:
-            close_body(connection.file)
-            connection.file = None
-        for segment in connection.rest or ():
-            if isinstance(segment, FileBody):
-                close_body(segment)
-        connection.rest = None
+        release_bodies(connection)  # file descriptors, decoding streams, a parked job
         # Closing the only descriptor of the socket also removes it from the epoll set.
         connection.sock.close()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from forkserver.errors import HttpError
 from forkserver.http.proxy import TrustedSources
+from forkserver.offload import Offload
 from forkserver.scoreboard import SlotState
 from forkserver.service import drop_privileges
 from forkserver.signals import SignalPipe
@@ -56,6 +57,10 @@ class Worker:
         self.clock = clock
         self.timeouts = config.timeouts
         self.site = StaticSite(config)
+        # Slow work (gzip of a large file, content hashes, .gz measuring) runs here,
+        # off the loop; threads start on the first job, never in a worker without one.
+        self.offload = Offload()
+        self.site.codings.attach(self.offload.submit)
         self.error_log = spec.error_log
         self.access_log = spec.access_log
         self.scoreboard = spec.scoreboard
@@ -99,6 +104,7 @@ class Worker:
             self.responder.close,
             self.proxy.on_proxy_header if self.proxy is not None else self.responder.close,
             self.tls.on_handshake if self.tls is not None else self.responder.close,
+            self.responder.close,  # PARKED: only a hang-up or an error wakes it
         )
 
     # -- set-up -------------------------------------------------------------------
@@ -115,6 +121,7 @@ class Worker:
         self.install_signals()
         self.acceptor.start()
         self.epoll.register(self.signals.read_fd, select.EPOLLIN)
+        self.epoll.register(self.offload.fileno(), select.EPOLLIN)
         self.scoreboard.set_state(self.slot, SlotState.SERVING)
         self.beat()
         connections = self.connections
@@ -122,6 +129,7 @@ class Worker:
         accept_batch = self.acceptor.accept_batch
         handlers = self.handlers
         wakeup = self.signals.read_fd
+        finished_jobs = self.offload.fileno()
         poll = self.epoll.poll
         clock = self.clock
         while True:
@@ -141,6 +149,8 @@ class Worker:
                     exit_code = self.on_signals()
                     if exit_code is not None:
                         return exit_code
+                elif fd == finished_jobs:
+                    self.offload.deliver()  # parked requests resume (parking.py)
             if self.draining and not connections:
                 return self.finish()
 
@@ -213,7 +223,9 @@ class Worker:
         )
 
     def on_deadline(self, connection: Connection) -> None:
-        if connection.phase == READING and connection.inbuf:
+        if connection.parked is not None:  # its job took longer than timeouts.send
+            self.responder.close(connection)
+        elif connection.phase == READING and connection.inbuf:
             # RFC 9110 §15.5.9: the head did not arrive in time.
             self.responder.respond_error(connection, HttpError(408, "request head timed out"))
         else:

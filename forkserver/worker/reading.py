@@ -15,6 +15,7 @@ from forkserver.errors import HttpError
 from forkserver.http import HeadParser
 from forkserver.static import StaticSite
 from forkserver.worker.connection import READING, RECV_BYTES, Connection, Responder
+from forkserver.worker.parking import Parking
 from forkserver.worker.status import NO_STATUS_PATH, StatusPage
 
 
@@ -40,6 +41,10 @@ class RequestReader:
         self.respond_error = responder.respond_error
         self.flush_output = responder.flush_output
         self.close = responder.close
+        self.park = Parking(
+            responder.epoll, site.plan, responder.respond, responder.respond_error,
+            self.serve_buffered, clock, config.timeouts.send,
+        ).park
 
     def on_readable(self, connection: Connection) -> None:
         try:
@@ -92,4 +97,8 @@ class RequestReader:
                 logged = self.status_page.logged(request, client)
                 self.respond(connection, request, plan, logged=logged)
                 continue
-            self.respond(connection, request, self.plan(request))
+            plan = self.plan(request)
+            if plan.waiting is not None:  # a job off the loop first (parking.py)
+                self.park(connection, request, plan)
+                return
+            self.respond(connection, request, plan)

@@ -16,6 +16,7 @@ from forkserver.encoding.negotiation import (
     IDENTITY,
     ZSTD,
     coding_weights,
+    refuses_identity,
     select_coding,
 )
 
@@ -105,3 +106,13 @@ def test_property_any_value_gives_an_offered_answer(value: str) -> None:
                 assert identity
             elif answer is not None:
                 assert answer in codings
+
+
+@pytest.mark.parametrize(
+    ("value", "refused"),
+    [(None, False), ("", False), ("gzip", False), ("identity;q=0", True), ("*;q=0", True),
+     ("*;q=0, identity", False), ("identity;q=0.5", False), ("IDENTITY;Q=0, gzip", True),
+     ("identity;q=0, identity", True)],
+)
+def test_rfc9110_12_5_3_refuses_identity(value: str | None, refused: bool) -> None:
+    assert refuses_identity(value) is refused
