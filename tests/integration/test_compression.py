@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import socket
 import subprocess
 import zlib
 from collections.abc import Iterator
@@ -20,12 +21,15 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_http import brotli_stored
-from tests.support import Server, request, running, wait_for
+from tests.support import Server, read_until_closed, request, running, wait_for
 
 CSS = b"".join(b".c%d { color: #%06x; margin: %dpx; }\n" % (i, i * 40503 % 16**6, i % 9)
                for i in range(3000))  # ~100 KiB
 SCRIPT = b"".join(b"console.log('line %d');\n" % i for i in range(2000))
 README = b"A file that exists only as README.txt.gz on disk.\n" * 200
+# Larger than what is kept in memory decoded (1 MiB), and than gzip/hashing inline.
+BIG_TEXT = b"".join(b"%08d some log line that is not all the same %x\n" % (i, i * 7919)
+                    for i in range(60_000))  # ~3.3 MiB
 MIB = 1024 * 1024
 CURL_TIMEOUT = 20.0
 TEXT_TYPES = ["text/*", "application/javascript", "application/json", "image/svg+xml"]
@@ -81,6 +85,8 @@ def docroot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "bomb.txt.gz").write_bytes(bomb(300))  # 300 MiB decoded: over the limit
     (root / "truncated.txt.gz").write_bytes(gzip.compress(os.urandom(4000) + README)[:2000])
     (root / "not-gzip.txt.gz").write_bytes(b"this is plain text, not gzip\n" * 20)
+    (root / "big.log.gz").write_bytes(gzip.compress(BIG_TEXT, mtime=0))
+    (root / "big.css").write_bytes(BIG_TEXT)
     # On-the-fly candidates.
     (root / "style.css").write_bytes(CSS)
     (root / "tiny.css").write_bytes(b"a{}\n")  # under min_size
@@ -260,6 +266,27 @@ def test_br_and_zst_only_files_to_clients_that_take_them(server: Server, docroot
     assert got.body == (docroot / "only-zst.js.zst").read_bytes()
     got = fetch(server, "/only-br.js", "Accept-Encoding: br")
     assert got.status == 200 and got.header("content-encoding") == "br"
+
+
+def test_a_large_gz_only_file_is_decoded_while_it_is_sent(server: Server) -> None:
+    head = fetch(server, "/big.log", method="HEAD")
+    assert head.header("content-length") == str(len(BIG_TEXT))
+    got = fetch(server, "/big.log")
+    assert got.status == 200 and got.header("content-encoding") is None
+    assert got.body == BIG_TEXT
+
+
+def test_a_large_file_is_gzipped_off_the_loop_while_others_are_served(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as slow:
+        slow.sendall(b"GET /big.css HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n"
+                     b"Connection: close\r\n\r\n")
+        # Other clients are answered meanwhile (the two workers, and each one's loop).
+        for _ in range(20):
+            assert fetch(server, "/app.js").status == 200
+        response = Response(read_until_closed(slow))
+    assert response.status == 200 and response.header("content-encoding") == "gzip"
+    assert gzip.decompress(response.body) == BIG_TEXT
+    assert response.header("accept-ranges") == "none"
 
 
 # -- broken .gz files ---------------------------------------------------------------------
