@@ -35,6 +35,7 @@ from forkserver.worker.proxyphase import ProxyPhase
 from forkserver.worker.reading import RequestReader
 from forkserver.worker.status import StatusPage
 from forkserver.worker.tlsphase import TlsPhase
+from forkserver.worker.tlsrouting import TlsRouting
 from forkserver.workerspec import WorkerSpec
 
 SWEEP_SECONDS = 0.25  # how often deadlines, heartbeat, log flush and parent are checked
@@ -90,6 +91,9 @@ class Worker:
         self.tls = TlsPhase(
             spec.tls, self.epoll, self.responder.close, config.timeouts.header, clock
         ) if spec.tls is not None else None
+        if TlsRouting.wanted(config):
+            https_port = spec.tls.https_port if spec.tls is not None else None
+            self.reader.tls_routing = TlsRouting(config, https_port, self.site.error_plan).decide
         if self.tls is not None:
             self.acceptor.tls_admit = self.tls.admit
             self.acceptor.secure = {s for s in spec.listeners if s.fileno() in self.tls.secure_fds}

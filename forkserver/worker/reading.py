@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 from forkserver.config import Config
 from forkserver.errors import HttpError
-from forkserver.http import HeadParser
+from forkserver.http import HeadParser, Request
+from forkserver.http.response import Plan
 from forkserver.static import StaticSite
 from forkserver.worker.connection import READING, RECV_BYTES, Connection, Responder
 from forkserver.worker.parking import Parking
@@ -41,6 +42,8 @@ class RequestReader:
         self.respond_error = responder.respond_error
         self.flush_output = responder.flush_output
         self.close = responder.close
+        # worker/tlsrouting.py when redirect_to_https or sites are on; None costs one test.
+        self.tls_routing: Callable[[Connection, Request], Plan | None] | None = None
         self.park = Parking(
             responder.epoll, site.plan, responder.respond, responder.respond_error,
             self.serve_buffered, clock, config.timeouts.send,
@@ -90,6 +93,11 @@ class RequestReader:
             if connection.inbuf:
                 # Pipelined: the next head's clock starts now.
                 connection.head_started = self.clock()
+            if self.tls_routing is not None:  # worker/tlsrouting.py: 308 to https, 421
+                decided = self.tls_routing(connection, request)
+                if decided is not None:
+                    self.respond(connection, request, decided)
+                    continue
             if request.path == self.status_path:
                 self.beat()  # so this worker's own numbers are current
                 client = connection.client

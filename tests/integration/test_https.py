@@ -410,3 +410,21 @@ def test_testssl_finds_nothing_high_or_critical(
     assert ids["TLS1_1"]["finding"] == "not offered"
     assert ids["SSLv3"]["finding"] == "not offered"
     assert ids["TLS1_3"]["finding"].startswith("offered")
+
+
+def test_redirect_to_https_keeps_acme_challenges_on_http(
+    tmp_path: Path, issued: Issued
+) -> None:
+    with tls_server(tmp_path, issued, redirect_to_https=True) as server:
+        challenge = tmp_path / "www" / ".well-known" / "acme-challenge"
+        challenge.mkdir(parents=True)
+        (challenge / "token123").write_text("token123.thumbprint")
+        plain = f"http://127.0.0.1:{server.http_port()}"
+        moved = curl("-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
+                     "-H", "Host: www.example.test", f"{plain}/index.html?x=1")
+        assert moved.stdout == (
+            f"308 https://www.example.test:{server.https_port()}/index.html?x=1"
+        )
+        served = curl("-H", "Host: www.example.test",
+                      f"{plain}/.well-known/acme-challenge/token123")
+        assert served.stdout == "token123.thumbprint"
