@@ -29,7 +29,10 @@ from forkserver.capacity import SCOREBOARD_SLOTS
 SLOT_COUNT = SCOREBOARD_SLOTS
 CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 # Why a worker ended and another took its place (the master decides, at reaping).
-RESTART_REASONS = ("crash", "heartbeat_timeout", "max_requests", "reload", "exit")
+RESTART_REASONS = ("crash", "heartbeat_timeout", "max_requests", "reload", "exit", "memory")
+# Per-client protection (forkserver/protect/): refusals by the limit that refused, and
+# connections whose client found no room in the client table (served unlimited).
+LIMITED = ("connections", "requests", "min_send_rate", "untracked")
 # A reader that keeps meeting a fold in progress gives up and takes what it read;
 # folds are a few microseconds apart at most, so this is never reached in practice.
 SNAPSHOT_ATTEMPTS = 100
@@ -55,11 +58,13 @@ HEADER_SIZE = 128
 #     processes; the worker rewrites it), started (wall clock), state (the worker
 #     moves it on), restarts of this worker's position in its generation;
 #   live (worker, at each heartbeat): requests, bytes sent, responses by status
-#     class 1xx..5xx, open connections;
-#   retired (master, when a worker in this slot ends): bytes sent, responses by class.
+#     class 1xx..5xx, open connections, refusals by LIMITED;
+#   retired (master, when a worker in this slot ends): bytes sent, responses by class,
+#     refusals by LIMITED.
 _CLAIMED = struct.Struct("=iIddBxxxI")
-_LIVE = struct.Struct("=QQ" + "Q" * len(CODE_CLASSES) + "I4x")
-_RETIRED = struct.Struct("=Q" + "Q" * len(CODE_CLASSES))
+_LIVE = struct.Struct("=QQ" + "Q" * len(CODE_CLASSES) + "I4x" + "Q" * len(LIMITED))
+_RETIRED = struct.Struct("=Q" + "Q" * len(CODE_CLASSES) + "Q" * len(LIMITED))
+_CLASSES_END = 1 + len(CODE_CLASSES)  # in _RETIRED: bytes, classes, then LIMITED
 _LIVE_OFFSET = _CLAIMED.size
 _RETIRED_OFFSET = _LIVE_OFFSET + _LIVE.size
 SLOT_SIZE = _RETIRED_OFFSET + _RETIRED.size
@@ -84,6 +89,8 @@ class SlotView:
     connections: int
     retired_bytes_sent: int  # workers that ended in this slot
     retired_by_class: tuple[int, ...]
+    limited: tuple[int, ...] = (0,) * len(LIMITED)  # this worker's, by LIMITED
+    retired_limited: tuple[int, ...] = (0,) * len(LIMITED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +116,12 @@ def _slot_from(data: bytes | mmap.mmap, index: int) -> SlotView:
     pid, generation, heartbeat, started, state, restarts = _CLAIMED.unpack_from(data, base)
     live = _LIVE.unpack_from(data, base + _LIVE_OFFSET)
     retired = _RETIRED.unpack_from(data, base + _RETIRED_OFFSET)
+    live_classes_end = 2 + len(CODE_CLASSES)
     return SlotView(
         index, pid, generation, SlotState(state), heartbeat, started, restarts,
-        live[0], live[1], live[2:-1], live[-1], retired[0], retired[1:],
+        live[0], live[1], live[2:live_classes_end], live[live_classes_end],
+        retired[0], retired[1:_CLASSES_END], live[live_classes_end + 1 :],
+        retired[_CLASSES_END:],
     )
 
 
@@ -158,6 +168,7 @@ class Scoreboard:
             self.memory, base + _RETIRED_OFFSET,
             view.retired_bytes_sent + view.bytes_sent,
             *(r + c for r, c in zip(view.retired_by_class, view.by_class, strict=True)),
+            *(r + c for r, c in zip(view.retired_limited, view.limited, strict=True)),
         )
         self.memory[base + _LIVE_OFFSET : base + _RETIRED_OFFSET] = _LIVE_BYTES
         self.memory[base : base + _CLAIMED.size] = bytes(_CLAIMED.size)
@@ -177,11 +188,12 @@ class Scoreboard:
     def beat(
         self, index: int, requests: int, bytes_sent: int, connections: int,
         by_class: tuple[int, int, int, int, int],
+        limited: tuple[int, ...] = (0,) * len(LIMITED),
     ) -> None:
         base = self._base(index)
         struct.pack_into("=d", self.memory, base + _BEAT_OFFSET, time.monotonic())
         _LIVE.pack_into(self.memory, base + _LIVE_OFFSET, requests, bytes_sent, *by_class,
-                        connections)
+                        connections, *limited)
 
     # -- readers -------------------------------------------------------------------
     def snapshot(self) -> Snapshot:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from forkserver.config import Config
 from forkserver.logs import AccessLog, ErrorLog
+from forkserver.protect.clients import ClientTable
 from forkserver.scoreboard import Scoreboard
 from forkserver.tls.generation import GenerationTls
 
@@ -32,6 +33,9 @@ class WorkerSpec:
     access_log: AccessLog
     max_requests: int  # 0 = never recycle; jitter already added by the master
     tls: GenerationTls | None = None  # the generation's TLS contexts and TLS listeners
+    # The per-client table shared by every worker (forkserver/protect/clients.py),
+    # made by the master before the first fork; the worker's column is found by slot.
+    clients: ClientTable | None = None
 
 
 # The worker's entry point as the master sees it: runs in the forked child and

@@ -29,6 +29,7 @@ from forkserver.master.process import (
     describe_status,
 )
 from forkserver.master.restarts import RESTARTS, classify
+from forkserver.protect.clients import ClientTable
 from forkserver.scoreboard import Scoreboard, SlotState
 from forkserver.service import set_title
 from forkserver.workerspec import WorkerMain, WorkerSpec
@@ -51,7 +52,7 @@ class WorkerRecord:
     retiring: bool = False
     kill_at: float = 0.0  # monotonic deadline for SIGKILL once retiring or aborted
     aborted: bool = False
-    retired_for: str = ""  # "reload" or "scale_down" once retiring
+    retired_for: str = ""  # "reload", "scale_down" or "memory" once retiring
     max_requests: int = 0  # its recycling limit, jitter included (0 = never)
 
 
@@ -76,6 +77,9 @@ class Pool:
         self.workers: dict[int, WorkerRecord] = {}
         self.crash_streak = 0
         self.next_spawn_at = 0.0
+        # SPEC §9's per-client counts, shared by every worker: made before any fork,
+        # a column per live worker (given at spawn, cleared when it is reaped).
+        self.clients = ClientTable()
 
     @property
     def log(self) -> ErrorLog:
@@ -115,11 +119,13 @@ class Pool:
                 missing -= 1
             number += 1
 
-    def spawn(self, generation: Generation, number: int) -> None:
+    def spawn(self, generation: Generation, number: int) -> int:
+        """Fork worker ``number`` of ``generation``; its pid, or 0 if it could not start."""
         slot = self.scoreboard.claim(generation.number, generation.restarts.get(number, 0))
         if slot < 0:
             self.log.error("scoreboard full; cannot start another worker")
-            return
+            return 0
+        self.clients.assign(slot)
         config = generation.config
         max_requests = 0
         if config.max_requests:
@@ -133,14 +139,16 @@ class Pool:
         except OSError as exc:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             self.scoreboard.release(slot)
+            self.clients.release(slot)
             self.log.error(f"cannot fork a worker: {exc.strerror}")
             self.note_crash(self.processes.monotonic())
-            return
+            return 0
         if pid == 0:
             self.become_worker(WorkerSpec(
                 number, generation.number, slot, config, generation.listeners,
                 self.scoreboard, self.master_pid, generation.error_log,
                 generation.access_log, max_requests, generation.tls,
+                clients=self.clients,
             ))
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.scoreboard.set_pid(slot, pid)
@@ -149,6 +157,7 @@ class Pool:
             max_requests=max_requests,
         )
         self.log.debug(f"worker {number} of generation {generation.number} started: pid {pid}")
+        return pid
 
     def become_worker(self, spec: WorkerSpec) -> None:
         """In the child: drop what belongs to the master, run the worker, never return."""
@@ -246,6 +255,7 @@ class Pool:
             numbers = record.generation.restarts
             numbers[record.number] = numbers.get(record.number, 0) + 1
         self.scoreboard.release(record.slot, restart.label)
+        self.clients.release(record.slot)  # its connections are gone: so are their counts
         how = describe_status(status)
         if (restart.label == "crash" and os.WIFSIGNALED(status)
                 and os.WTERMSIG(status) == signal.SIGKILL):

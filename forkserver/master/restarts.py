@@ -22,6 +22,7 @@ class Cause(Enum):
     STOPPED = "stopped"  # the master is stopping: nobody replaces it
     SCALED_DOWN = "scaled_down"  # TTOU retired it
     RELOADED = "reloaded"  # retired because a new generation serves
+    MEMORY = "memory"  # retired over worker_memory_limit once its successor served
     SILENT_RETIREE = "silent_retiree"  # retiring, then missed its heartbeat as well
     SILENT = "silent"  # missed its heartbeat: SIGABRT, then SIGKILL
     SILENT_EXITED = "silent_exited"  # sent SIGABRT, but exited 0 as it arrived
@@ -43,6 +44,8 @@ RESTARTS: dict[Cause, Restart] = {
     Cause.STOPPED: Restart(None, False, "debug", "", False),
     Cause.SCALED_DOWN: Restart(None, False, "debug", "", False),
     Cause.RELOADED: Restart("reload", False, "debug", "", False),
+    # Its successor was started (and counted as its position's restart) beforehand.
+    Cause.MEMORY: Restart("memory", False, "info", "; replaced for its memory", False),
     Cause.SILENT_RETIREE: Restart("heartbeat_timeout", False, "debug", "", False),
     Cause.SILENT: Restart("heartbeat_timeout", True, "error", REPLACING, True),
     Cause.SILENT_EXITED: Restart("heartbeat_timeout", True, "info", REPLACING, False),
@@ -63,6 +66,8 @@ def classify(
     if retiring:
         if aborted:
             return Cause.SILENT_RETIREE
+        if retired_for == "memory":
+            return Cause.MEMORY
         return Cause.RELOADED if retired_for == "reload" else Cause.SCALED_DOWN
     clean = exited_cleanly(status)
     if aborted:

@@ -25,6 +25,7 @@ from forkserver.config import Config
 from forkserver.listeners import describe
 from forkserver.logs import ErrorLog
 from forkserver.master.generations import Generation, Generations
+from forkserver.master.memorycap import MemoryCap
 from forkserver.master.notify import Notifier
 from forkserver.master.outcome import Outcomes
 from forkserver.master.pool import KILL_MARGIN_SECONDS, Pool
@@ -77,6 +78,7 @@ class Master:
         self.signals = SignalPipe()
         self.pool = Pool(self.generations, self.scoreboard, processes, worker_main,
                          self.leave_master)
+        self.memory = MemoryCap(self.pool)  # worker_memory_limit (SPEC §9)
         self.state = State.STARTING
         self.stop_deadline = 0.0
         self.handoff = Handoff(processes, int(os.environ.pop(UPGRADE_FROM_ENV, "0") or 0))
@@ -151,6 +153,8 @@ class Master:
         self.pool.check_heartbeats(now)
         self.pool.enforce_retirement(now)
         self.pool.maintain(now)
+        if self.state is State.SERVING:  # not while a reload's generation boots
+            self.memory.check(now)
         self.advance_generations()
         for old in self.generations.finished(self.pool.has_workers):
             self.generations.forget(old, self.close_listener)
@@ -188,6 +192,7 @@ class Master:
                 continue
             record = self.pool.reaped(pid, status, stopping=self.state in ENDING)
             if record is not None:
+                self.memory.forget(pid, self.processes.monotonic())
                 self.outcomes.generation_failed(record, status, self.generations.all)
 
     def advance_generations(self) -> None:

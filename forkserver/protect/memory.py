@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 
+MIB = 1024 * 1024
 CHECK_SECONDS = 1.0  # how often the master reads its workers' RSS: a few reads a second
 BACKOFF_FIRST = 0.5  # as the master's crash back-off
 BACKOFF_CAP = 30.0
@@ -131,9 +132,10 @@ class MemoryPolicy:
             self.back_off(now)
             return Action(
                 Step.RETIRE, self.old,
-                f"worker_memory_limit {self.limit} bytes is below a fresh worker's "
-                f"resident memory ({successor.rss} bytes); replacing worker {self.old} "
-                f"anyway, and backing off {self.not_before - now:.1f}s before the next",
+                f"worker_memory_limit {self.limit / MIB:.1f} MiB is below a fresh worker's "
+                f"resident memory ({successor.rss / MIB:.1f} MiB); replacing worker "
+                f"{self.old} anyway, and backing off {self.not_before - now:.1f}s before "
+                "the next",
             )
         self.streak = 0
         return Action(Step.RETIRE, self.old)

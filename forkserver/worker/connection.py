@@ -36,6 +36,7 @@ from forkserver.http.response import (
     status_line,
 )
 from forkserver.logs import AccessLog, ErrorLog
+from forkserver.protect import Admission, SendRate
 from forkserver.static import StaticSite
 from forkserver.tls.transport import TlsStream
 from forkserver.worker.streams import abandon_changed_file, pull_slice, release_bodies
@@ -57,6 +58,7 @@ PARKED = 6  # its answer waits for a job off the loop (parking.py, siterouting.p
 
 class Connection:
     __slots__ = (
+        "admission",
         "client",
         "close_after",
         "deadline",
@@ -75,6 +77,7 @@ class Connection:
         "request_started",
         "response_sent",
         "rest",
+        "send_rate",
         "served",
         "sock",
         "tls",
@@ -104,6 +107,8 @@ class Connection:
         self.head_length = 0
         self.response_sent = 0
         self.served = 0  # responses completed on this connection
+        self.admission: Admission | None = None  # worker/guard.py: per-client standing
+        self.send_rate: SendRate | None = None  # worker/guard.py: slow-reader tracker
         # TLS (worker/tlsphase.py): the stream that is also ``sock``, else None.
         self.tls: TlsStream | None = None
 
@@ -143,6 +148,7 @@ class Responder:
         self.date_second = -1
         self.date_header = b""
         self.status_lines = {code: status_line(code) for code in REASONS}
+        self.release: Callable[[Connection], None] | None = None  # worker/guard.py
 
     # -- answering ------------------------------------------------------------------
     def respond_error(self, connection: Connection, error: HttpError) -> None:
@@ -328,7 +334,7 @@ class Responder:
         self.access_log.add(
             connection.client, connection.log_request or connection.log_line,
             connection.log_status, connection.response_sent - connection.head_length,
-            connection.request_started, self.clock(), time.time(),
+            connection.request_started, self.clock(), time.time(), connection.tls is not None,
         )
         connection.log_status = 0
 
@@ -385,5 +391,7 @@ class Responder:
         if connection.log_status and phase == WRITING and self.access_log.enabled:
             self.log_access(connection)  # an aborted response is still a response
         release_bodies(connection)  # file descriptors, decoding streams, a parked job
+        if connection.admission is not None and self.release is not None:
+            self.release(connection)
         # Closing the only descriptor of the socket also removes it from the epoll set.
         connection.sock.close()

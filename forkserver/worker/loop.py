@@ -19,7 +19,7 @@ from collections.abc import Callable
 from forkserver.errors import HttpError
 from forkserver.http.proxy import TrustedSources
 from forkserver.offload import Offload
-from forkserver.scoreboard import SlotState
+from forkserver.scoreboard import LIMITED, SlotState
 from forkserver.service import drop_privileges
 from forkserver.signals import SignalPipe
 from forkserver.static import StaticSite
@@ -31,6 +31,7 @@ from forkserver.worker.connection import (
     Connection,
     Responder,
 )
+from forkserver.worker.guard import Guard, guarded
 from forkserver.worker.proxyphase import ProxyPhase
 from forkserver.worker.reading import RequestReader
 from forkserver.worker.status import StatusPage
@@ -41,6 +42,7 @@ from forkserver.workerspec import WorkerSpec
 SWEEP_SECONDS = 0.25  # how often deadlines, heartbeat, log flush and parent are checked
 ORPHAN_DRAIN_SECONDS = 1.0  # in-flight time granted when the master has died
 
+NOT_LIMITED = (0,) * len(LIMITED)
 _SIGNALS_HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1)
 
 
@@ -84,9 +86,21 @@ class Worker:
             TrustedSources(config.proxy_protocol_from), spec.error_log, self.responder,
             self.reader.serve_buffered, clock,
         ) if config.proxy_protocol else None
+        self.guard = Guard(
+            config, spec.clients, spec.slot, self.site, self.responder, self.connections,
+            clock,
+        ) if guarded(config) else None
+        admit = self.proxy.admit if self.proxy is not None else None
+        if self.guard is not None:
+            self.responder.release = self.guard.release
+            self.reader.refusal = self.guard.refusal
+            if self.proxy is not None:
+                self.proxy.on_client = self.guard.open  # the client the header names
+            else:
+                admit = self.guard.admit
         self.acceptor = Acceptor(
             spec.listeners, self.epoll, self.connections, config.timeouts.header,
-            spec.error_log, self.proxy.admit if self.proxy is not None else None, clock,
+            spec.error_log, admit, clock,
         )
         self.tls = TlsPhase(
             spec.tls, self.epoll, self.responder.close, config.timeouts.header, clock
@@ -215,6 +229,8 @@ class Worker:
         expired = [c for c in self.connections.values() if c.deadline <= now]
         for connection in expired:
             self.on_deadline(connection)
+        if self.guard is not None:
+            self.guard.sweep(now)
 
     def beat(self) -> None:
         responder = self.responder
@@ -223,7 +239,7 @@ class Worker:
         by_class = (not_ok[1], ok, not_ok[3], not_ok[4], not_ok[5])
         self.scoreboard.beat(
             self.slot, responder.requests, responder.bytes_sent, len(self.connections),
-            by_class,
+            by_class, self.guard.counts() if self.guard is not None else NOT_LIMITED,
         )
 
     def on_deadline(self, connection: Connection) -> None:

@@ -26,6 +26,8 @@ class ProxyPhase:
         self.close = responder.close
         self.serve_buffered = serve_buffered
         self.clock = clock
+        # worker/guard.py counts the client once the header has named it.
+        self.on_client: Callable[[Connection], None] | None = None
 
     def admit(self, connection: Connection, address: object) -> bool:
         """A TCP peer outside proxy_protocol_from is closed unanswered (False).
@@ -68,6 +70,8 @@ class ProxyPhase:
             connection.client = header.client
         del connection.inbuf[:consumed]
         connection.phase = READING
+        if self.on_client is not None:
+            self.on_client(connection)
         if connection.inbuf:
             connection.head_started = self.clock()
             self.serve_buffered(connection)

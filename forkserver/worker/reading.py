@@ -42,6 +42,8 @@ class RequestReader:
         self.respond_error = responder.respond_error
         self.flush_output = responder.flush_output
         self.close = responder.close
+        # worker/guard.py's refusal when a per-client limit is on; None costs one test.
+        self.refusal: Callable[[Connection, Request], Plan | None] | None = None
         # worker/tlsrouting.py when redirect_to_https or sites are on; None costs one test.
         self.tls_routing: Callable[[Connection, Request], Plan | None] | None = None
         self.park = Parking(
@@ -93,6 +95,11 @@ class RequestReader:
             if connection.inbuf:
                 # Pipelined: the next head's clock starts now.
                 connection.head_started = self.clock()
+            if self.refusal is not None:
+                refused = self.refusal(connection, request)
+                if refused is not None:
+                    self.respond(connection, request, refused)
+                    continue
             if self.tls_routing is not None:  # worker/tlsrouting.py: 308 to https, 421
                 decided = self.tls_routing(connection, request)
                 if decided is not None:

@@ -32,7 +32,7 @@ from forkserver.config import Config
 from forkserver.http import Request
 from forkserver.http.negotiate import prefers_plain_text
 from forkserver.http.response import NOSNIFF, Plan, keeps_alive
-from forkserver.scoreboard import CODE_CLASSES, Scoreboard, SlotState, Snapshot
+from forkserver.scoreboard import CODE_CLASSES, LIMITED, Scoreboard, SlotState, Snapshot
 
 # What a worker compares request paths with when the endpoint is off: a parsed path
 # never holds a NUL (request targets are visible ASCII), so it never matches.
@@ -128,8 +128,13 @@ def render_json(snapshot: Snapshot, monotonic_now: float) -> str:
     workers = []
     total_classes = [0] * len(CODE_CLASSES)
     total_bytes = 0
+    limited = [0] * len(LIMITED)
     for slot in snapshot.slots:
         total_bytes += slot.retired_bytes_sent + slot.bytes_sent
+        for index, (retired, live) in enumerate(
+            zip(slot.retired_limited, slot.limited, strict=True)
+        ):
+            limited[index] += retired + live
         for index, (retired, live) in enumerate(
             zip(slot.retired_by_class, slot.by_class, strict=True)
         ):
@@ -162,6 +167,7 @@ def render_json(snapshot: Snapshot, monotonic_now: float) -> str:
             "requests": sum(total_classes),
             "requests_by_class": _by_class(tuple(total_classes)),
             "bytes_sent": total_bytes,
+            "limited": dict(zip(LIMITED, limited, strict=True)),
         },
     }
     return json.dumps(document, indent=2) + "\n"
@@ -225,6 +231,14 @@ def render_prometheus(snapshot: Snapshot) -> str:
     out.family("forkserver_workers_configured", "gauge",
                "Workers the configuration asks for (the workers key).")
     out.sample("forkserver_workers_configured", master.workers_configured)
+    out.family("forkserver_limited_total", "counter",
+               "Per-client protection: refusals by the limit (connections: 503, requests: "
+               "429, min_send_rate: reset), and untracked: clients served without limits "
+               "because the client table had no room.")
+    for index, name in enumerate(LIMITED):
+        out.sample("forkserver_limited_total",
+                   sum(s.retired_limited[index] + s.limited[index] for s in snapshot.slots),
+                   limit=name)
     out.family("forkserver_worker_restarts_total", "counter",
                "Workers that ended and made way for a replacement, by reason.")
     for reason, count in master.restarts.items():
