@@ -18,6 +18,7 @@ from json.encoder import encode_basestring_ascii
 from typing import Protocol
 
 from forkserver.config import ACCESS_LOG_FORMATS
+from forkserver.sites.hosts import site_name
 
 STDERR = "-"
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -191,8 +192,9 @@ class LoggedRequest(Protocol):
 
 # One queued access line: client; the request, or the raw request line when it did
 # not parse; status; bytes sent after the head (negative when the head itself was
-# cut short); monotonic start and end of the response; wall-clock time at the end.
-Entry = tuple[str, LoggedRequest | str, int, int, float, float, float]
+# cut short); monotonic start and end of the response; wall-clock time at the end;
+# whether the connection was TLS (the json format's "scheme").
+Entry = tuple[str, LoggedRequest | str, int, int, float, float, float, bool]
 # The same, with every field as it is written (request line, referer, user agent;
 # body bytes >= 0; duration in microseconds).
 Fields = tuple[str, str, int, int, str, str, int, float]
@@ -206,8 +208,14 @@ def _request_fields(request: LoggedRequest | str) -> tuple[str, str, str]:
     return request.line, headers.get("referer", ""), headers.get("user-agent", "")
 
 
+def _host_of(request: LoggedRequest | str) -> str | None:
+    """The normalized host name of a parsed request (forkserver.sites.hosts), else None."""
+    host = getattr(request, "host", None)
+    return site_name(host) or None if isinstance(host, str) else None
+
+
 def _fields(entries: list[Entry]) -> Iterator[Fields]:
-    for client, request, status, sent, started, ended, now in entries:
+    for client, request, status, sent, started, ended, now, _ in entries:
         line, referer, agent = _request_fields(request)
         duration = round((ended - started) * 1_000_000)
         yield client, line, status, sent if sent > 0 else 0, referer, agent, duration, now
@@ -219,7 +227,8 @@ class AccessLog:
     ``combined``: the combined log format plus the response time in microseconds;
     ``common``: the common log format (no referer, user agent or time taken);
     ``json``: one JSON object per line (time, client, method, path, protocol,
-    status, bytes, duration_us, referer, user_agent, pid).
+    status, bytes, duration_us, referer, user_agent, pid, scheme, host, and site
+    with sites).
 
     Lines are whole in the buffer and flushed in whole-line chunks, so a reader sees
     either a complete line or nothing. Flushed at ACCESS_BUFFER_LINES, by ``tick``
@@ -286,7 +295,7 @@ class AccessLog:
         # shape's line up to the duration is escaped and formatted once per batch and
         # second. id() is safe as a key: the batch holds every request it names.
         starts: dict[tuple[str, int, int, int], str] = {}
-        for client, request, status, sent, started, ended, now in entries:
+        for client, request, status, sent, started, ended, now, _ in entries:
             if int(now) != second:
                 second, stamp = int(now), self._timestamp(now)
                 starts.clear()
@@ -316,6 +325,10 @@ class AccessLog:
 
     def _json(self, entries: list[Entry]) -> list[str]:
         lines = [self._json_line(*fields) for fields in _fields(entries)]
+        # SPEC §6: the scheme, and the normalized name that picked the site.
+        lines = [f'{line[:-2]},"scheme":"{"https" if entry[7] else "http"}",'
+                 f'"host":{json_string(_host_of(entry[1]))}}}\n'
+                 for line, entry in zip(lines, entries, strict=True)]
         site_of = self.site_of
         if site_of is not None:  # "site" goes last, before the closing brace
             lines = [f'{line[:-2]},"site":{json_string(site_of(entry[1]))}}}\n'
@@ -341,7 +354,7 @@ class AccessLog:
 
     def add(
         self, client: str, request: LoggedRequest | str, status: int, sent_after_head: int,
-        started: float, ended: float, now: float,
+        started: float, ended: float, now: float, secure: bool = False,
     ) -> None:
         """Queue one response's line; it is formatted when the buffer is flushed.
 
@@ -350,7 +363,7 @@ class AccessLog:
         which is what keeps logging cheap.
         """
         pending = self.pending
-        pending.append((client, request, status, sent_after_head, started, ended, now))
+        pending.append((client, request, status, sent_after_head, started, ended, now, secure))
         if len(pending) >= ACCESS_BUFFER_LINES:
             self.flush()
 

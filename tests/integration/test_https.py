@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Server, socket_inodes, wait_for
+from tests.support import Server, flushed_access_log, socket_inodes, wait_for
 from tests.tlscerts import Authority, Issued
 
 HTTPS_LISTENING = re.compile(r"listening on https://127\.0\.0\.1:(\d+)")
@@ -117,7 +117,7 @@ def curl(*args: str) -> subprocess.CompletedProcess[str]:
 def test_listeners_are_logged_in_order_and_https_serves_like_http(
     tmp_path: Path, authority: Authority, issued: Issued
 ) -> None:
-    with tls_server(tmp_path, issued) as server:
+    with tls_server(tmp_path, issued, access_log_format="json") as server:
         lines = [line for line in server.error_log.splitlines() if "listening on" in line]
         assert "http://127.0.0.1:" in lines[0] and "https://127.0.0.1:" in lines[1]
         port = server.https_port()
@@ -144,6 +144,10 @@ def test_listeners_are_logged_in_order_and_https_serves_like_http(
         # The plain listener serves the same files.
         plain = curl(f"http://127.0.0.1:{server.http_port()}/")
         assert plain.stdout == "hello over tls\n"
+        # The JSON access log says which (SPEC §6).
+        lines = [json.loads(line) for line in flushed_access_log(server).splitlines()]
+        schemes = {(entry["scheme"], entry["host"]) for entry in lines}
+        assert ("https", "localhost") in schemes and ("http", "127.0.0.1") in schemes
 
 
 def test_pipelined_requests_over_tls_are_answered_in_order(

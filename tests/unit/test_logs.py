@@ -80,6 +80,8 @@ def test_json_has_every_field(tmp_path: Path) -> None:
         "time": document["time"], "client": "192.0.2.1", "method": "GET", "path": "/a?b=1",
         "protocol": "HTTP/1.0", "status": 200, "bytes": 42, "duration_us": 1234,
         "referer": None, "user_agent": "curl/8", "pid": document["pid"],
+        # SPEC §6: a raw request line names no host; this one came over plain HTTP.
+        "scheme": "http", "host": None,
     }
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.250[+-]\d\d:\d\d", document["time"])
     assert isinstance(document["pid"], int)
