@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 
 from forkserver.config import Limits
 from forkserver.config.model import RuleSetting
+from forkserver.encoding.negotiation import refuses_identity, select_coding
 from forkserver.errors import HttpError
 from forkserver.http import HeadParser, HeadScan, parse_request
 from forkserver.http import heads as http_heads
@@ -143,6 +144,11 @@ def byte_range(value: str) -> object:
     return parse_range(value, 1_000_000)
 
 
+def accept_encoding(value: str) -> object:
+    # Values this long are never remembered (CACHE_MAX_VALUE): each call parses.
+    return select_coding(value, ("br", "zstd", "gzip")), refuses_identity(value)
+
+
 def proxy(value: str) -> object:
     return parse_proxy_header(value.encode("latin-1"))
 
@@ -240,6 +246,16 @@ CASES: list[tuple[str, Callable[[str], object], Callable[[int], str], int]] = [
     ("Accept-Encoding: semicolons", coding_weights, lambda n: "gzip" + ";" * n, FILL),
     ("Accept-Encoding: long q", coding_weights, lambda n: "gzip;q=0." + "0" * n, FILL),
     ("Accept-Encoding: whitespace", coding_weights, lambda n: " \t" * (n // 2), FILL),
+    # encoding/negotiation.py: the site's Accept-Encoding (br, zstd, gzip, 406)
+    ("Accept-Encoding (site): many ;q=", accept_encoding,
+     lambda n: "zstd" + ";q=1" * (n // 4), FILL),
+    ("Accept-Encoding (site): commas", accept_encoding, lambda n: "," * n + "x", FILL),
+    ("Accept-Encoding (site): duplicates", accept_encoding, lambda n: "gzip," * (n // 5), FILL),
+    ("Accept-Encoding (site): spaced q", accept_encoding,
+     lambda n: "br;q" + " " * n + "=0", FILL),
+    ("Accept-Encoding (site): long q", accept_encoding, lambda n: "br;q=0." + "0" * n, FILL),
+    ("Accept-Encoding (site): identity refusals", accept_encoding,
+     lambda n: "identity;q=0," * (n // 13), FILL),
     ("Accept: many ;q=", prefers_json, lambda n: "text/html" + ";q=0.5" * (n // 6), FILL),
     ("Accept: many ranges", prefers_plain_text, lambda n: "a/b;q=0.1," * (n // 10), FILL),
     ("Accept: slashes", prefers_json, lambda n: "/" * n, FILL),
