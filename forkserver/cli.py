@@ -150,11 +150,9 @@ def run(args: argparse.Namespace, arguments: list[str]) -> int:
         root_warning = root_workers_warning(config.user)
         if root_warning:
             print(f"forkserver: warning: {root_warning}", file=sys.stderr)
-        certificates, soon = check_report(config)
-        for line in certificates:
-            print(f"forkserver: certificate {line}")
-        for line in soon:
-            print(f"forkserver: warning: {line}", file=sys.stderr)
+        certificates, soon = check_report(config)  # names and expiry; warn within 14 days
+        for line in [f"certificate {c}" for c in certificates] + [f"warning: {w}" for w in soon]:
+            print(f"forkserver: {line}", file=sys.stderr if line[0] == "w" else sys.stdout)
         print(f"forkserver: configuration {args.config or '(defaults)'} is valid")
         return EXIT_OK
     try:

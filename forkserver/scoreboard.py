@@ -33,6 +33,8 @@ RESTART_REASONS = ("crash", "heartbeat_timeout", "max_requests", "reload", "exit
 # Per-client protection (forkserver/protect/): refusals by the limit that refused, and
 # connections whose client found no room in the client table (served unlimited).
 LIMITED = ("connections", "requests", "min_send_rate", "untracked")
+# TLS handshakes by outcome (forkserver/worker/tlsphase.py): forkserver_tls_handshakes_total.
+TLS_RESULTS = ("ok", "failed")
 # A reader that keeps meeting a fold in progress gives up and takes what it read;
 # folds are a few microseconds apart at most, so this is never reached in practice.
 SNAPSHOT_ATTEMPTS = 100
@@ -58,12 +60,16 @@ HEADER_SIZE = 128
 #     processes; the worker rewrites it), started (wall clock), state (the worker
 #     moves it on), restarts of this worker's position in its generation;
 #   live (worker, at each heartbeat): requests, bytes sent, responses by status
-#     class 1xx..5xx, open connections, refusals by LIMITED;
+#     class 1xx..5xx, open connections, refusals by LIMITED, handshakes by TLS_RESULTS;
 #   retired (master, when a worker in this slot ends): bytes sent, responses by class,
-#     refusals by LIMITED.
+#     refusals by LIMITED, handshakes by TLS_RESULTS.
 _CLAIMED = struct.Struct("=iIddBxxxI")
-_LIVE = struct.Struct("=QQ" + "Q" * len(CODE_CLASSES) + "I4x" + "Q" * len(LIMITED))
-_RETIRED = struct.Struct("=Q" + "Q" * len(CODE_CLASSES) + "Q" * len(LIMITED))
+_LIVE = struct.Struct(
+    "=QQ" + "Q" * len(CODE_CLASSES) + "I4x" + "Q" * len(LIMITED) + "Q" * len(TLS_RESULTS)
+)
+_RETIRED = struct.Struct(
+    "=Q" + "Q" * len(CODE_CLASSES) + "Q" * len(LIMITED) + "Q" * len(TLS_RESULTS)
+)
 _CLASSES_END = 1 + len(CODE_CLASSES)  # in _RETIRED: bytes, classes, then LIMITED
 _LIVE_OFFSET = _CLAIMED.size
 _RETIRED_OFFSET = _LIVE_OFFSET + _LIVE.size
@@ -91,6 +97,8 @@ class SlotView:
     retired_by_class: tuple[int, ...]
     limited: tuple[int, ...] = (0,) * len(LIMITED)  # this worker's, by LIMITED
     retired_limited: tuple[int, ...] = (0,) * len(LIMITED)
+    tls: tuple[int, ...] = (0,) * len(TLS_RESULTS)  # this worker's handshakes, by TLS_RESULTS
+    retired_tls: tuple[int, ...] = (0,) * len(TLS_RESULTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +125,14 @@ def _slot_from(data: bytes | mmap.mmap, index: int) -> SlotView:
     live = _LIVE.unpack_from(data, base + _LIVE_OFFSET)
     retired = _RETIRED.unpack_from(data, base + _RETIRED_OFFSET)
     live_classes_end = 2 + len(CODE_CLASSES)
+    live_limited_end = live_classes_end + 1 + len(LIMITED)
+    retired_limited_end = _CLASSES_END + len(LIMITED)
     return SlotView(
         index, pid, generation, SlotState(state), heartbeat, started, restarts,
         live[0], live[1], live[2:live_classes_end], live[live_classes_end],
-        retired[0], retired[1:_CLASSES_END], live[live_classes_end + 1 :],
-        retired[_CLASSES_END:],
+        retired[0], retired[1:_CLASSES_END], live[live_classes_end + 1 : live_limited_end],
+        retired[_CLASSES_END:retired_limited_end], live[live_limited_end:],
+        retired[retired_limited_end:],
     )
 
 
@@ -169,6 +180,7 @@ class Scoreboard:
             view.retired_bytes_sent + view.bytes_sent,
             *(r + c for r, c in zip(view.retired_by_class, view.by_class, strict=True)),
             *(r + c for r, c in zip(view.retired_limited, view.limited, strict=True)),
+            *(r + c for r, c in zip(view.retired_tls, view.tls, strict=True)),
         )
         self.memory[base + _LIVE_OFFSET : base + _RETIRED_OFFSET] = _LIVE_BYTES
         self.memory[base : base + _CLAIMED.size] = bytes(_CLAIMED.size)
@@ -189,11 +201,12 @@ class Scoreboard:
         self, index: int, requests: int, bytes_sent: int, connections: int,
         by_class: tuple[int, int, int, int, int],
         limited: tuple[int, ...] = (0,) * len(LIMITED),
+        tls: tuple[int, ...] = (0,) * len(TLS_RESULTS),
     ) -> None:
         base = self._base(index)
         struct.pack_into("=d", self.memory, base + _BEAT_OFFSET, time.monotonic())
         _LIVE.pack_into(self.memory, base + _LIVE_OFFSET, requests, bytes_sent, *by_class,
-                        connections, *limited)
+                        connections, *limited, *tls)
 
     # -- readers -------------------------------------------------------------------
     def snapshot(self) -> Snapshot:

@@ -39,6 +39,7 @@ from forkserver.worker.tlsphase import TlsPhase
 from forkserver.worker.tlsrouting import TlsRouting
 from forkserver.workerspec import WorkerSpec
 
+NO_HANDSHAKES = (0, 0)  # the scoreboard's TLS counters of a worker without TLS listeners
 SWEEP_SECONDS = 0.25  # how often deadlines, heartbeat, log flush and parent are checked
 ORPHAN_DRAIN_SECONDS = 1.0  # in-flight time granted when the master has died
 
@@ -240,6 +241,7 @@ class Worker:
         self.scoreboard.beat(
             self.slot, responder.requests, responder.bytes_sent, len(self.connections),
             by_class, self.guard.counts() if self.guard is not None else NOT_LIMITED,
+            (self.tls.ok, self.tls.failed) if self.tls is not None else NO_HANDSHAKES,
         )
 
     def on_deadline(self, connection: Connection) -> None:

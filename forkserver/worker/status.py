@@ -32,7 +32,14 @@ from forkserver.config import Config
 from forkserver.http import Request
 from forkserver.http.negotiate import prefers_plain_text
 from forkserver.http.response import NOSNIFF, Plan, keeps_alive
-from forkserver.scoreboard import CODE_CLASSES, LIMITED, Scoreboard, SlotState, Snapshot
+from forkserver.scoreboard import (
+    CODE_CLASSES,
+    LIMITED,
+    TLS_RESULTS,
+    Scoreboard,
+    SlotState,
+    Snapshot,
+)
 
 # What a worker compares request paths with when the endpoint is off: a parsed path
 # never holds a NUL (request targets are visible ASCII), so it never matches.
@@ -239,6 +246,13 @@ def render_prometheus(snapshot: Snapshot) -> str:
         out.sample("forkserver_limited_total",
                    sum(s.retired_limited[index] + s.limited[index] for s in snapshot.slots),
                    limit=name)
+    out.family("forkserver_tls_handshakes_total", "counter",
+               "TLS handshakes on the TLS listeners, by result: ok, or failed (garbage, "
+               "a refused version, EOF or the timeouts.header deadline before the end).")
+    for index, name in enumerate(TLS_RESULTS):
+        out.sample("forkserver_tls_handshakes_total",
+                   sum(s.retired_tls[index] + s.tls[index] for s in snapshot.slots),
+                   result=name)
     out.family("forkserver_worker_restarts_total", "counter",
                "Workers that ended and made way for a replacement, by reason.")
     for reason, count in master.restarts.items():

@@ -268,7 +268,8 @@ def test_hostile_input_on_the_tls_port_closes_that_connection_only(
     tmp_path: Path, authority: Authority, issued: Issued
 ) -> None:
     context = client_context(authority)
-    with tls_server(tmp_path, issued, timeouts={"header": 1.0}) as server:
+    with tls_server(tmp_path, issued, timeouts={"header": 1.0},
+                    status={"path": "/metrics"}) as server:
         port = server.https_port()
         workers = server.workers()
         # Garbage, and plain HTTP, on the TLS port: closed.
@@ -312,7 +313,18 @@ def test_hostile_input_on_the_tls_port_closes_that_connection_only(
             sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert read_response(sock).endswith(b"hello over tls\n")
         errors = [line for line in server.error_log.splitlines() if "[error]" in line]
-        assert not errors
+        assert not errors  # failures are counted, never an error line per connection
+
+        def handshakes() -> dict[str, int]:
+            metrics = curl("-H", "Accept: text/plain",
+                           f"http://127.0.0.1:{server.http_port()}/metrics").stdout
+            return {m[0]: int(m[1]) for m in re.findall(
+                r'forkserver_tls_handshakes_total\{result="(\w+)"\} (\d+)', metrics)}
+
+        # 2 junk + 300 stalled + the renegotiation's (failed after it); >= 2 ok.
+        counted = wait_for(lambda: (h := handshakes()) and h["failed"] >= 302 and h,
+                           what="the handshake counters")
+        assert counted["ok"] >= 2
 
 
 def replace_certificate(target: Issued, source: Issued) -> None:
