@@ -258,8 +258,7 @@ class AccessLog:
         self._stamp = ""
         self._iso_second = -1
         self._iso_date = self._iso_offset = ""
-        # With sites (worker/siterouting.py): the name of the site that answered, for
-        # the json format's "site"; looked up when lines are written, never per request.
+        # worker/siterouting.py's name of the site that answered (the json "site").
         self.site_of: Callable[[LoggedRequest | str], str | None] | None = None
         self._format_lines = {
             "combined": self._combined, "common": self._common, "json": self._json,
@@ -324,16 +323,15 @@ class AccessLog:
         ]
 
     def _json(self, entries: list[Entry]) -> list[str]:
-        lines = [self._json_line(*fields) for fields in _fields(entries)]
-        # SPEC §6: the scheme, and the normalized name that picked the site.
-        lines = [f'{line[:-2]},"scheme":"{"https" if entry[7] else "http"}",'
-                 f'"host":{json_string(_host_of(entry[1]))}}}\n'
-                 for line, entry in zip(lines, entries, strict=True)]
+        # SPEC §6: the scheme and the normalized name that picked the site; with sites
+        # (worker/siterouting.py) the site that answered, looked up at write time.
         site_of = self.site_of
-        if site_of is not None:  # "site" goes last, before the closing brace
-            lines = [f'{line[:-2]},"site":{json_string(site_of(entry[1]))}}}\n'
-                     for line, entry in zip(lines, entries, strict=True)]
-        return lines
+        return [f'{line[:-2]},"scheme":"{"https" if entry[7] else "http"}",'
+                f'"host":{json_string(_host_of(entry[1]))}'
+                + ("" if site_of is None else f',"site":{json_string(site_of(entry[1]))}')
+                + "}\n" for line, entry in zip(
+                    (self._json_line(*fields) for fields in _fields(entries)), entries,
+                    strict=True)]
 
     def _json_line(
         self, client: str, request_line: str, status: int, size: int, referer: str,

@@ -7,8 +7,8 @@ so ``Verifier.verdict`` never runs one: it answers from memory or hands back the
 check as a callable the worker runs off its loop (``forkserver.offload``), and
 ``Verifier.record`` keeps its result. Must not touch sockets, threads or files.
 
-The memory never holds a password: its keys are HMAC-SHA256 digests of (hash, user,
-password) under a random key made per process, so a core dump or a leak of the
+The memory never holds a password: its keys are keyed BLAKE2b digests of the header
+value (and the users' file) under a random key made per process, so a core dump or a leak of the
 worker's memory yields nothing to try offline. It is an LRU of bounded size, for
 right and wrong answers apart, so a client cycling through wrong passwords evicts
 only other wrong answers, never a user's accepted one.
@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import hmac
 import os
 import re
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import bcrypt
 
@@ -89,6 +88,12 @@ class Guard:
 
     realm: str  # checked at load: printable, no '"' or '\'
     users: Htpasswd
+    # 16 bytes naming the users' file, for Verifier's keys (BLAKE2b's salt size).
+    salt: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        salt = hashlib.blake2b(self.users.path.encode(), digest_size=16).digest()
+        object.__setattr__(self, "salt", salt)
 
     @property
     def challenge(self) -> str:
@@ -110,24 +115,31 @@ class Verifier:
     __slots__ = ("_granted", "_key", "_refused")
 
     def __init__(self) -> None:
-        self._key = os.urandom(32)
+        self._key = os.urandom(64)  # BLAKE2b's longest key
         self._granted: OrderedDict[bytes, None] = OrderedDict()
         self._refused: OrderedDict[bytes, None] = OrderedDict()
 
     def verdict(self, guard: Guard, authorization: str | None) -> bool | Pending:
-        """GRANTED, REFUSED (answer 401), or a Pending check for the offload pool."""
-        credentials = basic_credentials(authorization)
-        if credentials is None:
+        """GRANTED, REFUSED (answer 401), or a Pending check for the offload pool.
+
+        The memory is keyed by a keyed hash of the header value as sent (with the
+        users' file): a remembered value costs one BLAKE2 of a few dozen bytes and a
+        dict probe, not a base64 decode. Only values that parsed are ever remembered.
+        """
+        if authorization is None or len(authorization) > MAX_CREDENTIALS_CHARS:
             return REFUSED
-        user, password = credentials
-        hashed = guard.users.hash_of(user)
-        key = self._digest(hashed or _DUMMY_HASH, user, password)
+        key = self._digest(guard, authorization)
         if key in self._granted:
             self._granted.move_to_end(key)
             return GRANTED
         if key in self._refused:
             self._refused.move_to_end(key)
             return REFUSED
+        credentials = basic_credentials(authorization)
+        if credentials is None:
+            return REFUSED
+        user, password = credentials
+        hashed = guard.users.hash_of(user)
         secret = password.encode("utf-8")
         if hashed is None:
             def work() -> bool:
@@ -149,8 +161,10 @@ class Verifier:
         if len(memory) > size:
             memory.popitem(last=False)
 
-    def _digest(self, hashed: bytes, user: str, password: str) -> bytes:
-        # The hash is part of the key: a reloaded file with a new password for the
-        # same user never meets an old answer (a new generation starts afresh anyway).
-        message = b"\0".join((hashed, user.encode("utf-8"), password.encode("utf-8")))
-        return hmac.new(self._key, message, hashlib.sha256).digest()
+    def _digest(self, guard: Guard, authorization: str) -> bytes:
+        # Keyed BLAKE2b is a MAC (RFC 7693 §2.5): without the per-process key the
+        # digests say nothing about the passwords. The users' file is part of the
+        # input, so two guards never share an answer.
+        return hashlib.blake2b(
+            authorization.encode("latin-1"), key=self._key, salt=guard.salt, digest_size=32
+        ).digest()

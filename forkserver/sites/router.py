@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from forkserver.errors import HttpError
 from forkserver.http import Request
-from forkserver.http.response import Plan, keeps_alive
+from forkserver.http.response import Plan, encode_fields, keeps_alive
 from forkserver.sites.auth import GRANTED, Pending, Verifier
 from forkserver.sites.hosts import SiteTable
 from forkserver.sites.rules import NOTHING, Decision, Rules
@@ -37,6 +37,8 @@ UNAUTHORIZED = 401
 FORBIDDEN = 403
 OVERLOADED = 503  # the pool's queue is full: say so at once rather than queue more
 _FALLBACK_METHODS = frozenset({"GET", "HEAD"})
+MEMORY_HOSTS = 256  # Host values remembered with their site
+MEMORY_HOST_CHARS = 270  # a DNS name (253) or an IPv6 literal, plus ":port"
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -107,7 +109,7 @@ class Router:
     is done. Without ``submit`` (tests) the check runs inline.
     """
 
-    __slots__ = ("_checks", "_first", "_sites", "submit", "verifier")
+    __slots__ = ("_checks", "_first", "_hosts", "_sites", "submit", "verifier")
 
     def __init__(
         self, sites: SiteTable[Site] | None, first: Site, submit: Submit | None = None
@@ -119,12 +121,23 @@ class Router:
         self.submit = submit
         self.verifier = Verifier()
         self._checks: dict[bytes, _Check] = {}  # credentials' key → the check in flight
+        self._hosts: dict[str, Site | None] = {}  # Host value as sent → its site
 
     def site(self, request: Request) -> Site | None:
         """The site for ``request``'s host (RFC 9112 §3.2.2), or None for 421."""
-        if self._sites is None:
+        sites = self._sites
+        if sites is None:
             return self._first
-        return self._sites.lookup(request.host)
+        host = request.host
+        known = self._hosts
+        if host in known:  # a worker sees the same few Host values again and again
+            return known[host]
+        site = sites.lookup(host)
+        if len(host) <= MEMORY_HOST_CHARS:
+            if len(known) >= MEMORY_HOSTS:
+                known.clear()  # a client cycling through names costs lookups, not memory
+            known[host] = site
+        return site
 
     def plan(self, request: Request, client: str) -> tuple[Site | None, Plan]:
         """(the site, its answer) for ``request`` from ``client``; None: 421."""
@@ -194,8 +207,17 @@ class Router:
 def _with(request: Request, plan: Plan, headers: tuple[tuple[str, str], ...]) -> Plan:
     if headers:
         plan.headers.extend(headers)
-        plan.encoded = b""  # the cached encoding no longer says everything
+        if plan.encoded:  # a cache hit's field lines, encoded once: add ours to them
+            encoded = _ENCODED.get(headers)
+            if encoded is None:
+                encoded = _ENCODED[headers] = encode_fields(list(headers))
+            plan.encoded += encoded
     return _settle(request, plan)
+
+
+# The rules' header sets, encoded once each (a few per configuration; keyed by the
+# Decision's tuple, which the rules keep for as long as they live).
+_ENCODED: dict[tuple[tuple[str, str], ...], bytes] = {}
 
 
 def _settle(request: Request, plan: Plan) -> Plan:

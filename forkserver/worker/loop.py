@@ -34,6 +34,7 @@ from forkserver.worker.connection import (
 from forkserver.worker.guard import Guard, guarded
 from forkserver.worker.proxyphase import ProxyPhase
 from forkserver.worker.reading import RequestReader
+from forkserver.worker.siterouting import SiteRouting, needs_routing
 from forkserver.worker.status import StatusPage
 from forkserver.worker.tlsphase import TlsPhase
 from forkserver.worker.tlsrouting import TlsRouting
@@ -83,6 +84,14 @@ class Worker:
         self.reader = RequestReader(
             config, self.site, self.status_page, self.responder, self.beat, clock,
         )
+        # Sites and rules (worker/siterouting.py); without them None, and the reader
+        # plans with the static site as before.
+        self.routing = SiteRouting(
+            config, self.site, self.offload.submit) if needs_routing(config) else None
+        if self.routing is not None:
+            self.reader.route = self.reader.parking.route = self.routing.plan
+            if self.routing.named:
+                spec.access_log.site_of = self.routing.site_name
         self.proxy = ProxyPhase(
             TrustedSources(config.proxy_protocol_from), spec.error_log, self.responder,
             self.reader.serve_buffered, clock,
@@ -222,6 +231,8 @@ class Worker:
         self.beat()
         self.access_log.tick(now)
         self.site.drop_expired(now)
+        if self.routing is not None:
+            self.routing.drop_expired(now)
         if os.getppid() != self.spec.master_pid and not self.draining:
             self.error_log.warning("master is gone; worker exiting")
             self.begin_drain(ORPHAN_DRAIN_SECONDS, "orphaned")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from forkserver.config import Config
 from forkserver.errors import HttpError
 from forkserver.http import HeadParser, Request
+from forkserver.http.expect import ServerAnswers
 from forkserver.http.response import Plan
 from forkserver.static import StaticSite
 from forkserver.worker.connection import READING, RECV_BYTES, Connection, Responder
@@ -42,14 +43,20 @@ class RequestReader:
         self.respond_error = responder.respond_error
         self.flush_output = responder.flush_output
         self.close = responder.close
-        # worker/guard.py's refusal when a per-client limit is on; None costs one test.
-        self.refusal: Callable[[Connection, Request], Plan | None] | None = None
-        # worker/tlsrouting.py when redirect_to_https or sites are on; None costs one test.
-        self.tls_routing: Callable[[Connection, Request], Plan | None] | None = None
-        self.park = Parking(
+        self.parking = Parking(
             responder.epoll, site.plan, responder.respond, responder.respond_error,
             self.serve_buffered, clock, config.timeouts.send,
-        ).park
+        )
+        self.park = self.parking.park
+        # worker/siterouting.py's planner when sites or rules are configured (None: the
+        # static site's plan, as it always was); it needs the client for allow lists.
+        self.route: Callable[[Request, str], Plan] | None = None
+        # worker/guard.py's refusal when a per-client limit is on; None costs one test.
+        self.refusal: Callable[[Connection, Request], Plan | None] | None = None
+        # Expect (417) and OPTIONS * (http/expect.py): asked only when either is present.
+        self.server_answer = ServerAnswers(site.error_plan, list(config.headers)).answer
+        # worker/tlsrouting.py when redirect_to_https or sites are on; None costs one test.
+        self.tls_routing: Callable[[Connection, Request], Plan | None] | None = None
 
     def on_readable(self, connection: Connection) -> None:
         try:
@@ -100,6 +107,11 @@ class RequestReader:
                 if refused is not None:
                     self.respond(connection, request, refused)
                     continue
+            if request.path == "*" or "expect" in request.headers:
+                answer = self.server_answer(request)
+                if answer is not None:
+                    self.respond(connection, request, answer)
+                    continue
             if self.tls_routing is not None:  # worker/tlsrouting.py: 308 to https, 421
                 decided = self.tls_routing(connection, request)
                 if decided is not None:
@@ -112,7 +124,8 @@ class RequestReader:
                 logged = self.status_page.logged(request, client)
                 self.respond(connection, request, plan, logged=logged)
                 continue
-            plan = self.plan(request)
+            route = self.route
+            plan = self.plan(request) if route is None else route(request, connection.client)
             if plan.waiting is not None:  # a job off the loop first (parking.py)
                 self.park(connection, request, plan)
                 return
