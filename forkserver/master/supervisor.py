@@ -36,6 +36,7 @@ from forkserver.master.upgrade import UPGRADE_FROM_ENV, Handoff, Upgrade
 from forkserver.scoreboard import Scoreboard
 from forkserver.service import Pidfile, remove_outcome, set_title
 from forkserver.signals import SignalPipe
+from forkserver.tls.transport import ktls_unavailable
 from forkserver.workerspec import WorkerMain
 
 LOOP_SECONDS = 0.2  # longest sleep of the master loop: bounds respawn and readiness delay
@@ -124,6 +125,9 @@ class Master:
         for sock in self.generation.listeners:
             secure = tls is not None and sock.fileno() in tls.secure_fds
             self.log.info(f"listening on {describe(sock, secure)}")
+        if tls is not None:  # once at start: can the kernel encrypt bodies (sendfile)?
+            why = ktls_unavailable() or "kTLS is available but not used yet"
+            self.log.info(f"TLS in userspace: {why}")
         self.log.info(
             f"master started (pid {self.pid}), generation 1 with {self.generation.target} workers"
         )

@@ -120,6 +120,7 @@ def test_listeners_are_logged_in_order_and_https_serves_like_http(
     with tls_server(tmp_path, issued, access_log_format="json") as server:
         lines = [line for line in server.error_log.splitlines() if "listening on" in line]
         assert "http://127.0.0.1:" in lines[0] and "https://127.0.0.1:" in lines[1]
+        assert "TLS in userspace: " in server.error_log  # the kTLS verdict, once
         port = server.https_port()
         resolve = f"localhost:{port}:127.0.0.1"
         base = f"https://localhost:{port}"
