@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from bench.compression import CompressionRun
 from bench.extras import AccessLogResult, IdleResult
 from bench.load import SMALL_KEEPALIVE, CaseOutcome, LoadCase, LoadFailure, WrkResult
 from bench.machine import Machine
@@ -68,6 +69,7 @@ class BenchmarkRun:
     steal_cpu_percent: float | None  # CPU share the hypervisor gave other guests meanwhile
     extras_failures: list[str] = field(default_factory=list)  # why an extra has no numbers
     site: SiteRun | None = None  # the real-traffic cases, when any ran
+    compression: CompressionRun | None = None  # bench/compression.py, when it ran
 
     def server(self, name: str) -> ServerReport | None:
         return next((server for server in self.servers if server.name == name), None)

@@ -9,6 +9,7 @@ Owns the method prose and the list of optimizations. Runs nothing and measures n
 
 from __future__ import annotations
 
+from bench.compression import compression_section
 from bench.markdown import markdown_table
 from bench.measured import BenchmarkRun
 from bench.observations import cpu_lines, extras_lines, incident_lines, interference_warning
@@ -130,6 +131,8 @@ def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
         parts += ["## What limits the targets not met", "", *LIMIT_LINES, ""]
     if run.site is not None:
         parts += site_section(run.site)
+    if run.compression is not None:
+        parts += compression_section(run.compression)
     parts += ["## forkserver against itself", "", *extras_lines(run), ""]
     parts += ["## Optimizations and their measured effect", "", *OPTIMIZATION_LINES, ""]
     parts += ["## Rounds", "", rounds_table(run), ""]
@@ -186,4 +189,6 @@ def render_console(run: BenchmarkRun) -> str:
     parts += incident_lines(run) or ["No incidents."]
     if run.site is not None:
         parts += site_console(run.site)
+    if run.compression is not None:
+        parts += compression_section(run.compression)
     return "\n".join(parts)

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.chart import draw_chart
+from bench.compression import COMPRESSION_CASES, CompressionOptions, run_compression
 from bench.cpu import (
     CpuUsage,
     take_snapshot,
@@ -323,6 +324,10 @@ def run_benchmark(options: Options) -> int:
         extras_failures = []
         if FORKSERVER in options.servers and reports[FORKSERVER].not_benchmarked is None:
             extras_failures = run_extras(options, programs, cases, workdir, reports[FORKSERVER])
+        compression = run_compression(CompressionOptions(
+            programs, workdir / "compression", REPO_ROOT, options.site_store, options.workers,
+            options.connections, options.seconds, options.rounds, options.cases,
+        )) if set(COMPRESSION_CASES) & set(options.cases) else None
     run = BenchmarkRun(
         command=options.command, started_at=started_at,
         elapsed_seconds=time.monotonic() - started, seconds_per_case=options.seconds,
@@ -333,6 +338,7 @@ def run_benchmark(options: Options) -> int:
         steal_cpu_percent=cpu.steal_percent if cpu else None,
         extras_failures=extras_failures,
         site=site if site.cases else None,
+        compression=compression,
     )
     print(render_console(run))
     print(f"\nbench: finished in {run.elapsed_seconds:.0f} s")
