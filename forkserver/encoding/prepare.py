@@ -193,6 +193,10 @@ class Preparations:
         # (a new version is a new key), so a failing read is not retried per request.
         self._failed: Memo[Hashable, str] = Memo(FAILED_ENTRIES, 0)
 
+    def attach(self, submit: Submit) -> None:
+        """Run jobs on ``submit``'s pool from now on (what is remembered stays)."""
+        self._submit = submit
+
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)

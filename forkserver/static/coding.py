@@ -116,7 +116,7 @@ class Codings:
 
     def attach(self, submit: Submit) -> None:
         """Run slow jobs on the worker's pool from now on (made after fork)."""
-        self.hub = Preparations(submit)
+        self.hub.attach(submit)
 
     # -- the file exists ---------------------------------------------------------------
     def select(

@@ -90,6 +90,8 @@ class Worker:
             config, self.site, self.offload.submit) if needs_routing(config) else None
         if self.routing is not None:
             self.reader.route = self.reader.parking.route = self.routing.plan
+            for static in self.routing.statics:  # each site's gzip, hashes, .gz off the loop
+                static.codings.attach(self.offload.submit)
             if self.routing.named:
                 spec.access_log.site_of = self.routing.site_name
         self.proxy = ProxyPhase(
