@@ -97,7 +97,7 @@ def start_https_forkserver(workdir: Path, docroot: Path, workers: int, cert: Pat
     config.write_text(
         f"listen:\n  - address: '{LOOPBACK}:0'\n    tls: true\n"
         f"tls:\n  certificate: '{cert}'\n  key: '{key}'\n  min_version: TLSv1.3\n"
-        f"docroot: '{docroot}'\nworkers: {workers}\naccess_log: false\n"
+        f"docroot: '{docroot}'\nworkers: {workers}\naccess_log: null\n"
         f"error_log: '{error_log}'\nlog_level: info\n"
     )
     log_paths = (error_log, workdir / "forkserver-stderr.log")
@@ -111,7 +111,7 @@ def start_https_forkserver(workdir: Path, docroot: Path, workers: int, cert: Pat
                     match = HTTPS_LISTENING.search(path.read_text(errors="replace"))
                 except OSError:
                     continue
-                if match:
+                if match and "workers serving" in path.read_text(errors="replace"):
                     return RunningServer(
                         FORKSERVER, f"{workers} workers, TLS 1.3 in userspace", process,
                         int(match.group(1)), log_paths, FORKSERVER_PROBLEMS, workers + 1,
@@ -194,9 +194,10 @@ def s_time(port: int, seconds: int, reuse: bool) -> tuple[float, float]:
         # One character per connection: '*' new, 'r' resumed (then the totals).
         counts = S_TIME_TOTALS.findall(output)
         total += int(counts[-1]) if counts else 0
-        first_line = output.split("\n", 1)[0]
-        resumed += first_line.count("r")
-        marks += first_line.count("r") + first_line.count("*")
+        marks_only = "".join(line for line in output.splitlines()
+                             if line and set(line) <= {"*", "r"})
+        resumed += marks_only.count("r")
+        marks += len(marks_only)
     wall = time.monotonic() - started
     return total / wall if wall else 0.0, resumed / marks if marks else 0.0
 
@@ -228,14 +229,15 @@ def measure(server: RunningServer, wrk: str, seconds: int, rounds: HttpsRounds) 
 def run_https(programs: Programs, workdir: Path, workers: int, seconds: int, rounds: int
               ) -> dict[str, HttpsRounds]:
     """Both servers, ``rounds`` turns each; every server stopped before returning."""
+    workdir.chmod(0o755)  # nginx's workers run as nobody and must reach the docroot
     docroot = workdir / "https-docroot"
     build_docroot(docroot)
     cert, key = make_certificate(workdir)
     results = {FORKSERVER: HttpsRounds(), NGINX: HttpsRounds()}
-    for _ in range(rounds):
+    for number in range(rounds):
         for name in (FORKSERVER, NGINX):
-            serverdir = workdir / f"https-{name}"
-            serverdir.mkdir(exist_ok=True)
+            serverdir = workdir / f"https-{name}-{number}"  # fresh logs: the port is read there
+            serverdir.mkdir()
             if name == FORKSERVER:
                 server = start_https_forkserver(serverdir, docroot, workers, cert, key)
             else:

@@ -149,7 +149,19 @@ class TlsStream:
         self.ssl.setsockopt(level, option, value)
 
     def close(self) -> None:
-        self.ssl.close()
+        """Send close_notify when the session is up, then close the descriptor.
+
+        Without it a client sees EOF "in violation of protocol", and OpenSSL clients
+        then refuse to resume that session (RFC 8446 §6.1: each side closes with
+        close_notify). One non-blocking try: a full socket or a gone client is not
+        waited for.
+        """
+        tls = self.ssl
+        session = tls._sslobj  # type: ignore[attr-defined]
+        if session is not None and tls.version() is not None:
+            with contextlib.suppress(ssl.SSLError, OSError, ValueError):
+                session.shutdown()
+        tls.close()
 
 
 def ktls_unavailable() -> str | None:
