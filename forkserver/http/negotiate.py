@@ -1,48 +1,27 @@
-"""Proactive negotiation (RFC 9110 §12): Accept-Encoding and Accept.
+"""Proactive negotiation (RFC 9110 §12.5.1): Accept, for listings and the status page.
 
-Owns the parsing of weighted lists (q-values) and the choice between a file and its
-precompressed variants, and between an HTML and a JSON directory listing. Pure
-functions of header values: must not look at files or build responses.
+Owns the parsing of weighted media-range lists (q-values) and the choice between an
+HTML and a JSON directory listing, and between Prometheus text and JSON on the
+status page. Pure functions of header values: must not look at files or build
+responses. Accept-Encoding (content codings, 406) is ``forkserver.encoding.negotiation``.
 
 Decisions where the RFC leaves room (pinned by ``tests/unit/test_negotiate.py``):
-
-* No Accept-Encoding field → the unencoded file. §12.5.3 would allow any coding, but
-  a client that sends nothing may not decode anything (nginx, Apache, Caddy agree).
-* An empty Accept-Encoding value → the unencoded file (§12.5.3: no coding wanted).
-* The highest q wins among the variants that exist and ``identity``; at equal q,
-  ``br`` beats ``gzip`` (smaller) and both beat ``identity``. ``x-gzip`` counts as
-  ``gzip`` (§8.4.1.3). ``*`` gives its q to every coding not named. ``identity``
-  not named (and no ``*``) is acceptable (§12.5.3) but only as the fallback: a
-  client that lists ``gzip;q=0.5`` alone wants gzip, not an implicit q=1 identity.
-* When even ``identity`` is refused (``identity;q=0`` or ``*;q=0``) and no variant is
-  acceptable, the unencoded file is sent anyway rather than 406: §12.1 allows
-  disregarding the field, and a response beats an error for a static file.
-* A member with a malformed q-value is skipped, as if it were not there.
+ties go to HTML (listings) and to JSON (the status page); a member with a malformed
+q-value is skipped, as if it were not there.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["BR", "GZIP", "choose_encoding", "coding_weights", "prefers_json", "prefers_plain_text"]
-
-BR = "br"
-GZIP = "gzip"
-# Parsed header values by their text. Clients send the same few values on every
-# request, so a worker keeps the answers; bounded so a client cycling through values
-# cannot grow it.
-CACHE_SIZE = 256
-CACHE_MAX_VALUE = 256
+__all__ = ["prefers_json", "prefers_plain_text"]
 
 _QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _MEDIA_RANGE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+)/([!#$%&'*+\-.^_`|~0-9A-Za-z]+)")
-
-_weights_cache: dict[str, dict[str, float]] = {}
 
 
 def _weighted(member: str) -> tuple[str, float] | None:
-    """``gzip;q=0.5`` → ("gzip", 0.5); None for a malformed member."""
+    """``text/html;q=0.5`` → ("text/html", 0.5); None for a malformed member."""
     name, _, parameters = member.partition(";")
     name = name.strip(" \t").lower()
     weight = 1.0
@@ -53,48 +32,6 @@ def _weighted(member: str) -> tuple[str, float] | None:
                 return None
             weight = float(raw)
     return name, weight
-
-
-def coding_weights(value: str) -> dict[str, float]:
-    """Accept-Encoding → {coding: q} with lower-cased names (RFC 9110 §12.5.3)."""
-    cached = _weights_cache.get(value)
-    if cached is not None:
-        return cached
-    weights: dict[str, float] = {}
-    for member in value.split(","):
-        if not member.strip(" \t"):
-            continue
-        parsed = _weighted(member)
-        if parsed is None or not _TOKEN.fullmatch(parsed[0]):
-            continue
-        name, weight = parsed
-        if name == "x-gzip":
-            name = GZIP
-        weights[name] = max(weight, weights.get(name, 0.0))
-    if len(_weights_cache) < CACHE_SIZE and len(value) <= CACHE_MAX_VALUE:
-        _weights_cache[value] = weights
-    return weights
-
-
-def choose_encoding(value: str | None, has_br: bool, has_gzip: bool) -> str | None:
-    """The content coding to serve: ``"br"``, ``"gzip"`` or None (the file itself)."""
-    if value is None or not (has_br or has_gzip):
-        return None
-    weights = coding_weights(value)
-    star = weights.get("*")
-    best: str | None = None
-    best_weight = 0.0
-    for coding, available in ((BR, has_br), (GZIP, has_gzip)):  # preference order
-        if not available:
-            continue
-        weight = weights.get(coding, star if star is not None else 0.0)
-        if weight > best_weight:
-            best, best_weight = coding, weight
-    if best is None:
-        return None
-    # identity competes with its own q, or *'s; unnamed, it is only the fallback.
-    identity = weights.get("identity", star if star is not None else 0.0)
-    return best if best_weight >= identity else None
 
 
 def _media_weights(value: str) -> list[tuple[str, str, float]]:

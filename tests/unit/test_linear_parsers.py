@@ -34,11 +34,11 @@ from hypothesis import strategies as st
 
 from forkserver.config import Limits
 from forkserver.config.model import RuleSetting
-from forkserver.encoding.negotiation import refuses_identity, select_coding
+from forkserver.encoding.negotiation import coding_weights, refuses_identity, select_coding
 from forkserver.errors import HttpError
 from forkserver.http import HeadParser, HeadScan, parse_request
 from forkserver.http import heads as http_heads
-from forkserver.http.negotiate import coding_weights, prefers_json, prefers_plain_text
+from forkserver.http.negotiate import prefers_json, prefers_plain_text
 from forkserver.http.proxy import V2_SIGNATURE, ProxyError, parse_proxy_header
 from forkserver.logs import escape_field
 from forkserver.sites.auth import basic_credentials
