@@ -12,6 +12,7 @@ from datetime import datetime
 
 from bench.compression import CompressionRun
 from bench.extras import AccessLogResult, IdleResult
+from bench.https import HttpsRounds
 from bench.load import SMALL_KEEPALIVE, CaseOutcome, LoadCase, LoadFailure, WrkResult
 from bench.machine import Machine
 from bench.sitecases import SiteRun
@@ -70,6 +71,7 @@ class BenchmarkRun:
     extras_failures: list[str] = field(default_factory=list)  # why an extra has no numbers
     site: SiteRun | None = None  # the real-traffic cases, when any ran
     compression: CompressionRun | None = None  # bench/compression.py, when it ran
+    https: dict[str, HttpsRounds] | None = None  # bench/https.py, when it ran
 
     def server(self, name: str) -> ServerReport | None:
         return next((server for server in self.servers if server.name == name), None)

@@ -10,6 +10,7 @@ Owns the method prose and the list of optimizations. Runs nothing and measures n
 from __future__ import annotations
 
 from bench.compression import compression_section
+from bench.https import https_section
 from bench.markdown import markdown_table
 from bench.measured import BenchmarkRun
 from bench.observations import cpu_lines, extras_lines, incident_lines, interference_warning
@@ -133,6 +134,8 @@ def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
         parts += site_section(run.site)
     if run.compression is not None:
         parts += compression_section(run.compression)
+    if run.https is not None:
+        parts += https_section(run.https)
     parts += ["## forkserver against itself", "", *extras_lines(run), ""]
     parts += ["## Optimizations and their measured effect", "", *OPTIMIZATION_LINES, ""]
     parts += ["## Rounds", "", rounds_table(run), ""]
@@ -191,4 +194,6 @@ def render_console(run: BenchmarkRun) -> str:
         parts += site_console(run.site)
     if run.compression is not None:
         parts += compression_section(run.compression)
+    if run.https is not None:
+        parts += https_section(run.https)
     return "\n".join(parts)

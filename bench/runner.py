@@ -30,6 +30,7 @@ from bench.cpu import (
 )
 from bench.docroot import SMALL_FILE, ServedFile, build_docroot
 from bench.extras import ExtraFailure, measure_access_log, measure_idle_connections
+from bench.https import HTTPS_CASES, run_https
 from bench.load import SMALL_KEEPALIVE, LoadCase, LoadFailure, WrkResult, build_cases, run_wrk
 from bench.machine import describe_machine
 from bench.markdown import format_ms
@@ -328,6 +329,8 @@ def run_benchmark(options: Options) -> int:
             programs, workdir / "compression", REPO_ROOT, options.site_store, options.workers,
             options.connections, options.seconds, options.rounds, options.cases,
         )) if set(COMPRESSION_CASES) & set(options.cases) else None
+        https = run_https(programs, workdir / "https", options.workers, options.seconds,
+                          options.rounds) if set(HTTPS_CASES) & set(options.cases) else None
     run = BenchmarkRun(
         command=options.command, started_at=started_at,
         elapsed_seconds=time.monotonic() - started, seconds_per_case=options.seconds,
@@ -339,6 +342,7 @@ def run_benchmark(options: Options) -> int:
         extras_failures=extras_failures,
         site=site if site.cases else None,
         compression=compression,
+        https=https,
     )
     print(render_console(run))
     print(f"\nbench: finished in {run.elapsed_seconds:.0f} s")
