@@ -149,6 +149,7 @@ class Responder:
         self.date_header = b""
         self.status_lines = {code: status_line(code) for code in REASONS}
         self.release: Callable[[Connection], None] | None = None  # worker/guard.py
+        self.forget: Callable[[str], None] = site.forget  # a file changed mid-send
 
     # -- answering ------------------------------------------------------------------
     def respond_error(self, connection: Connection, error: HttpError) -> None:

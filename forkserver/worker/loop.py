@@ -90,6 +90,7 @@ class Worker:
             config, self.site, self.offload.submit) if needs_routing(config) else None
         if self.routing is not None:
             self.reader.route = self.reader.parking.route = self.routing.plan
+            self.responder.forget = self.routing.forget
             for static in self.routing.statics:  # each site's gzip, hashes, .gz off the loop
                 static.codings.attach(self.offload.submit)
             if self.routing.named:

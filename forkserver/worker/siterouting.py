@@ -68,6 +68,12 @@ class SiteRouting:
         for static in self.statics[1:]:
             static.drop_expired(now)
 
+    def forget(self, path: str) -> None:
+        """Every site's open-file cache drops ``path``: a file changed mid-send, and
+        the path may be cached by any site that serves the same docroot."""
+        for static in self.statics:
+            static.forget(path)
+
     def site_name(self, request: LoggedRequest | str) -> str | None:
         """The site that answered a logged request (None: 421, or a request that did not
         parse); looked up again when the log is written, so the hot path stores nothing."""

@@ -66,8 +66,9 @@ def abandon_changed_file(responder: Responder, connection: Connection) -> None:
     request = connection.log_request
     what = request.path if request is not None else "an error page"
     if request is not None:
-        # A cached descriptor of it would fail the same way until the entry expires.
-        responder.site.forget(request.path)
+        # A cached descriptor of it would fail the same way until the entry expires;
+        # with sites, every site's cache forgets it (worker/siterouting.py).
+        responder.forget(request.path)
     responder.error_log.error(
         f"{what} changed while being sent to {connection.client}; closing the "
         f"connection after {connection.response_sent} bytes"
