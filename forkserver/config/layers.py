@@ -29,7 +29,13 @@ from forkserver.config.schema import (
     Problem,
     field_of,
 )
-from forkserver.config.sitelist import NESTED_KEYS, check_nested, passwords_into
+from forkserver.config.sitelist import (
+    NESTED_KEYS,
+    check_nested,
+    line_finder,
+    passwords_into,
+    site_page_problems,
+)
 from forkserver.config.yamlfile import read_entries, read_text
 from forkserver.errors import ConfigError
 
@@ -164,6 +170,7 @@ class Layers:
             self.problems.extend(((FILE_RANK, n), f"{path}:{n}: {text}") for n, text in found)
             if not found:
                 self.keep(entry.key, entry.value, value, origin)
+                self.item_lines[entry.key] = entry.item_lines  # sites' error pages, later
             return
         try:
             self.keep(entry.key, entry.value, SCHEMA[entry.key].check(entry.value), origin)
@@ -211,6 +218,7 @@ class Layers:
         self.problems.extend(listen_problems(values, origins))
         if docroot_bad is None:
             self.problems.extend(self.error_page_problems(docroot))
+            self.problems.extend(self.site_error_page_problems(docroot))
         # The htpasswd files the rules name, read now: a reload with a bad one changes nothing.
         self.problems.extend(((FILE_RANK, 0), text) for text in passwords_into(self.values))
 
@@ -231,6 +239,17 @@ class Layers:
                 ((origin.rank[0], line), f"{where}: error_pages[{status}]: {show(page)} {reason}")
             )
         return problems
+
+    def site_error_page_problems(self, docroot: str) -> list[Problem]:
+        """Each site's error pages against its docroot (config/sitelist.py)."""
+        sites, pages = self.values["sites"], self.values["error_pages"]
+        assert isinstance(sites, tuple) and isinstance(pages, tuple)
+        if not sites:
+            return []
+        origin = self.origins["sites"]
+        line_of = line_finder(self.item_lines.get("sites", {}), origin.rank[1])
+        found = site_page_problems(sites, docroot, pages, line_of, error_page_file_problem)
+        return [((FILE_RANK, line), f"{self.file_label}:{line}: {text}") for line, text in found]
 
 
 def load_config(

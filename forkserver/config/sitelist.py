@@ -25,7 +25,7 @@ from forkserver.config.sites import LineOf, Problems, check_rules, site_names
 
 __all__ = [
     "NESTED_KEYS", "SITE_KEYS", "check_sites", "file_only", "key_checker", "known_site_keys",
-    "line_finder", "nested_lines", "read_passwords",
+    "line_finder", "nested_lines", "read_passwords", "site_page_problems",
 ]
 
 NESTED_KEYS = frozenset({"sites", "rules"})
@@ -258,6 +258,42 @@ def check_nested(
         return check_rules(value, "rules", line_of, base_dir)
     return check_sites(value, line_of, base_dir, key_checker(schema, defaults, base_dir),
                        known_site_keys(schema))
+
+
+def site_page_problems(
+    sites: tuple[SiteSetting, ...], top_docroot: str, top_pages: tuple[tuple[int, str], ...],
+    line_of: LineOf, page_problem: Callable[[str, str], str | None],
+) -> Problems:
+    """Each site's error pages checked against the docroot it serves, as the top level's are.
+
+    A site that sets ``docroot`` or ``error_pages`` serves its pages (its own, else the
+    top level's) from its docroot (its own, else the top level's); a page that is not a
+    regular file inside it is reported at the page's line, or for inherited pages at
+    the site's ``docroot`` line.
+    """
+    problems: Problems = []
+    for index, site in enumerate(sites):
+        own = dict(site.overrides)
+        if "docroot" not in own and "error_pages" not in own:
+            continue  # the top level's pages in the top level's docroot: checked there
+        docroot = own.get("docroot", top_docroot)
+        pages = own.get("error_pages", top_pages)
+        if not isinstance(docroot, str) or not isinstance(pages, tuple) \
+                or not os.path.isdir(docroot):
+            continue  # a missing docroot is reported on its own
+        inherited = "error_pages" not in own
+        for status, page in pages:
+            reason = page_problem(docroot, page)
+            if reason is None:
+                continue
+            if inherited:
+                problems.append((line_of((index, "docroot")), f"sites[{index}].error_pages"
+                                 f"[{status}] (inherited from the top level): {show(page)} "
+                                 f"{reason}"))
+            else:
+                problems.append((line_of((index, "error_pages", str(status))),
+                                 f"sites[{index}].error_pages[{status}]: {show(page)} {reason}"))
+    return problems
 
 
 def passwords_into(values: dict[str, object]) -> list[str]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from forkserver.config import load_config
 from forkserver.config.model import AuthSetting, RuleSetting
 from forkserver.config.sites import NameProblem, check_rules, config_name, site_names
+from forkserver.errors import ConfigError
 
 
 def line_of(path: tuple[object, ...]) -> int:
@@ -105,3 +109,53 @@ def test_config_name_accepts(value: str, name: str) -> None:
 def test_config_name_refuses(value: str) -> None:
     with pytest.raises(NameProblem):
         config_name(value)
+
+
+def site_pages_config(tmp_path: Path) -> tuple[Path, Path]:
+    """A top-level docroot with /404.html and a site docroot without it."""
+    top, docs = tmp_path / "top", tmp_path / "docs"
+    for root in (top, docs):
+        root.mkdir()
+    (top / "404.html").write_text("top")
+    (docs / "500.html").write_text("docs")
+    return top, docs
+
+
+def test_a_sites_error_pages_are_checked_against_its_docroot(tmp_path: Path) -> None:
+    top, docs = site_pages_config(tmp_path)
+    path = tmp_path / "forkserver.yaml"
+    path.write_text(
+        f"docroot: {top}\n"  # 1
+        "error_pages:\n"  # 2
+        "  404: /404.html\n"  # 3
+        "sites:\n"  # 4
+        "  - names: [example.org]\n"  # 5
+        "    error_pages:\n"  # 6
+        "      500: /500.html\n"  # 7: not in the top docroot, which this site serves
+        "  - names: [docs.example.org]\n"  # 8
+        f"    docroot: {docs}\n"  # 9: inherits 404 → /404.html, not in docs/
+        "  - names: [ok.example.org]\n"  # 10
+        f"    docroot: {docs}\n"  # 11
+        "    error_pages: {500: /500.html}\n"  # 12: there: fine
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    problems = caught.value.problems
+    assert len(problems) == 2, problems
+    assert problems[0].startswith(f"{path}:7: sites[0].error_pages[500]: '/500.html' is not "
+                                  f"a file in the docroot (looked for {top}/500.html)")
+    assert problems[1].startswith(
+        f"{path}:9: sites[1].error_pages[404] (inherited from the top level): '/404.html' "
+        f"is not a file in the docroot (looked for {docs}/404.html)")
+
+
+def test_sites_error_pages_in_their_docroots_load(tmp_path: Path) -> None:
+    top, docs = site_pages_config(tmp_path)
+    path = tmp_path / "forkserver.yaml"
+    path.write_text(
+        f"docroot: {top}\nerror_pages: {{404: /404.html}}\nsites:\n"
+        "  - names: [example.org]\n"
+        f"  - names: [docs.example.org]\n    docroot: {docs}\n    error_pages: {{}}\n"
+    )
+    config = load_config(str(path))
+    assert config.sites[1].overrides == (("docroot", str(docs)), ("error_pages", ()))
