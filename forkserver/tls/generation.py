@@ -58,9 +58,12 @@ def load_all(config: Config, now: float | None = None) -> tuple[Certificate | No
 def certificate_problems(config: Config) -> list[str]:
     """What start-up, ``--check`` and a reload refuse: ``tls: FILE: why``."""
     try:
-        load_all(config)
+        top, sites = load_all(config)
     except CertificateError as exc:
         return [f"tls: {exc}"]
+    if wanted(config) and top is None and not sites:
+        return ["tls: a TLS listener needs a certificate: set tls.certificate and tls.key, "
+                "or tls on a site"]
     return []
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import socket
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Server, flushed_access_log, socket_inodes, wait_for
+from tests.support import Server, alive, flushed_access_log, socket_inodes, wait_for
 from tests.tlscerts import Authority, Issued
 
 HTTPS_LISTENING = re.compile(r"listening on https://127\.0\.0\.1:(\d+)")
@@ -146,8 +147,8 @@ def test_listeners_are_logged_in_order_and_https_serves_like_http(
         plain = curl(f"http://127.0.0.1:{server.http_port()}/")
         assert plain.stdout == "hello over tls\n"
         # The JSON access log says which (SPEC §6).
-        lines = [json.loads(line) for line in flushed_access_log(server).splitlines()]
-        schemes = {(entry["scheme"], entry["host"]) for entry in lines}
+        logged = [json.loads(line) for line in flushed_access_log(server).splitlines()]
+        schemes = {(entry["scheme"], entry["host"]) for entry in logged}
         assert ("https", "localhost") in schemes and ("http", "127.0.0.1") in schemes
 
 
@@ -445,3 +446,64 @@ def test_redirect_to_https_keeps_acme_challenges_on_http(
         served = curl("-H", "Host: www.example.test",
                       f"{plain}/.well-known/acme-challenge/token123")
         assert served.stdout == "token123.thumbprint"
+
+
+def test_usr2_hands_the_tls_listener_to_the_new_master(
+    tmp_path: Path, authority: Authority, issued: Issued
+) -> None:
+    pidfile = tmp_path / "forkserver.pid"
+    context = client_context(authority)
+    with tls_server(tmp_path, issued, pidfile=str(pidfile)) as server:
+        port = server.https_port()
+        old_master = server.pid
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() == str(old_master),
+                 what="the pidfile")
+        server.signal(signal.SIGUSR2)
+        wait_for(lambda: pidfile.read_text().strip() not in ("", str(old_master)),
+                 timeout=15, what="the pidfile naming the new master")
+        new_master = int(pidfile.read_text())
+        try:
+            assert server.process is not None
+            assert server.process.wait(timeout=40) == 0
+            # The same port, still TLS, served by the new master's workers.
+            with tls_connect(port, context) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                assert read_response(sock).endswith(b"hello over tls\n")
+            assert server.error_log.count(f"listening on https://127.0.0.1:{port}") == 2
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(new_master, signal.SIGQUIT)
+            wait_for(lambda: not alive(new_master), timeout=15, what="the new master gone")
+
+
+def test_sni_picks_each_sites_certificate_and_host_must_agree(
+    tmp_path: Path, authority: Authority, issued: Issued
+) -> None:
+    docs = authority.issue("docs.example.test")
+    shop = authority.issue("shop.example.test", "*.shop.example.test", kind="rsa")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.html").write_text("docs\n")
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "index.html").write_text("shop\n")
+    with tls_server(tmp_path, issued, sites=[
+        {"names": ["docs.example.test"], "docroot": str(tmp_path / "docs"),
+         "tls": {"certificate": str(docs.certificate), "key": str(docs.key)}},
+        {"names": ["shop.example.test", "*.shop.example.test"],
+         "docroot": str(tmp_path / "shop"),
+         "tls": {"certificate": str(shop.certificate), "key": str(shop.key)}},
+    ]) as server:
+        port = server.https_port()
+        context = client_context(authority)
+        for name, expected in [("docs.example.test", "docs.example.test"),
+                               ("a.shop.example.test", "shop.example.test"),
+                               ("localhost", "localhost")]:  # no site claims it: top level
+            with tls_connect(port, context, server_name=name) as sock:
+                certificate = sock.getpeercert()
+                assert certificate is not None
+                assert expected in {str(e[1]) for e in certificate["subjectAltName"]}
+        with tls_connect(port, context, server_name="docs.example.test") as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: docs.example.test\r\n\r\n")
+            assert read_response(sock).endswith(b"docs\n")
+            # The same connection asks for the other site: misdirected (RFC 9110 §15.5.20).
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: shop.example.test\r\n\r\n")
+            assert read_response(sock).startswith(b"HTTP/1.1 421 ")
