@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from forkserver.config import load_config
 from forkserver.config.checks import Invalid
 from forkserver.config.listen import (
+    listen_entries,
     listen_entry,
     listen_list,
     min_version,
     tls_settings,
 )
 from forkserver.config.model import ListenEntry, TlsSettings
+from forkserver.errors import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -89,3 +94,53 @@ def test_tls_mappings() -> None:
         assert reason in caught.value.reason, (value, caught.value.reason)
     with pytest.raises(Invalid):
         min_version("SSLv3")
+
+
+def load(tmp_path: Path, text: str, **overrides: object) -> list[str]:
+    path = tmp_path / "site.yaml"
+    path.write_text(text)
+    try:
+        load_config(str(path), overrides or None)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+def test_listen_and_host_or_port_together_are_refused(tmp_path: Path) -> None:
+    listen = "listen: ['127.0.0.1:8080']\n"
+    assert load(tmp_path, listen) == []
+    (problem,) = load(tmp_path, "port: 80\n" + listen)
+    assert problem.endswith("site.yaml:1: port: 80 cannot be given with listen (listen "
+                            "replaces host and port: add the address to listen instead)")
+    (problem,) = load(tmp_path, listen, host="0.0.0.0")
+    assert problem.startswith("command line: --host: '0.0.0.0' cannot be given with listen")
+
+
+def test_a_tls_listener_needs_a_certificate_and_key_together(tmp_path: Path) -> None:
+    tls_listen = "listen: [{address: '127.0.0.1:8443', tls: true}]\n"
+    (problem,) = load(tmp_path, tls_listen)
+    assert "listen: 'tls: true' needs a certificate: set tls.certificate and tls.key" in problem
+    (problem,) = load(tmp_path, tls_listen + "tls: {certificate: c.pem}\n")
+    assert f"site.yaml:2: tls.certificate: '{tmp_path / 'c.pem'}' needs tls.key as well" in problem
+    config_problems = load(tmp_path, tls_listen + "tls: {certificate: c.pem, key: k.pem}\n")
+    assert config_problems == []  # the files themselves are tls/'s to read (start, --check)
+
+
+def test_proxy_protocol_on_a_tls_listener_is_refused(tmp_path: Path) -> None:
+    (problem,) = load(
+        tmp_path, "listen: [{address: '127.0.0.1:8443', tls: true}]\n"
+        "tls: {certificate: c.pem, key: k.pem}\nproxy_protocol: true\n"
+    )
+    assert "proxy_protocol: true cannot be used with a TLS listener yet" in problem
+
+
+def test_paths_resolve_against_the_file_and_entries_default_to_host_and_port(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text("tls: {certificate: certs/c.pem, key: certs/k.pem, min_version: TLSv1.3}\n")
+    config = load_config(str(path))
+    assert config.tls == TlsSettings(
+        str(tmp_path / "certs/c.pem"), str(tmp_path / "certs/k.pem"), "TLSv1.3"
+    )
+    assert listen_entries(config) == (ListenEntry(config.host, config.port),)
