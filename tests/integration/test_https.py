@@ -23,7 +23,14 @@ from typing import Any
 
 import pytest
 
-from tests.support import Server, alive, flushed_access_log, socket_inodes, wait_for
+from tests.support import (
+    Server,
+    alive,
+    flushed_access_log,
+    listening_inode,
+    socket_inodes,
+    wait_for,
+)
 from tests.tlscerts import Authority, Issued
 
 HTTPS_LISTENING = re.compile(r"listening on https://127\.0\.0\.1:(\d+)")
@@ -507,3 +514,39 @@ def test_sni_picks_each_sites_certificate_and_host_must_agree(
             # The same connection asks for the other site: misdirected (RFC 9110 §15.5.20).
             sock.sendall(b"GET / HTTP/1.1\r\nHost: shop.example.test\r\n\r\n")
             assert read_response(sock).startswith(b"HTTP/1.1 421 ")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_socket_activation_passes_plain_and_tls_listeners_in_order(
+    tmp_path: Path, authority: Authority, issued: Issued
+) -> None:
+    plain, secure = free_port(), free_port()
+    server = TlsServer(tmp_path, {
+        "listen": [f"127.0.0.1:{plain}", {"address": f"127.0.0.1:{secure}", "tls": True}],
+        "tls": {"certificate": str(issued.certificate), "key": str(issued.key)},
+        "docroot": str(docroot(tmp_path)),
+    })
+    command = ["systemd-socket-activate", "-l", f"127.0.0.1:{plain}",
+               "-l", f"127.0.0.1:{secure}",
+               sys.executable, "-m", "forkserver", "-c", str(server.config_path)]
+    with open(server.stderr_path, "wb") as stderr:
+        server.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stderr,
+                                          stderr=stderr)
+    try:
+        wait_for(lambda: listening_inode(secure), what="systemd-socket-activate listening")
+        # systemd-socket-activate starts the program at the first connection, which
+        # waits in the backlog until a worker accepts it.
+        with tls_connect(secure, client_context(authority)) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert read_response(sock).endswith(b"hello over tls\n")
+        assert curl(f"http://127.0.0.1:{plain}/").stdout == "hello over tls\n"
+        log = server.error_log
+        assert log.index(f"listening on http://127.0.0.1:{plain}") < log.index(
+            f"listening on https://127.0.0.1:{secure}")
+    finally:
+        server.stop()
