@@ -16,7 +16,7 @@ from dataclasses import replace
 from forkserver.config import Config
 from forkserver.http import Request
 from forkserver.http.response import Plan
-from forkserver.logs import LoggedRequest
+from forkserver.logformats import LoggedRequest
 from forkserver.sites.hosts import SiteTable
 from forkserver.sites.router import Router, Site, Submit
 from forkserver.sites.rules import Rules

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from forkserver.logs import AccessLog, ErrorLog, LogFile, escape_field
+from forkserver.logformats import escape_field
+from forkserver.logs import AccessLog, ErrorLog, LogFile
 
 
 def record(log: AccessLog, count: int = 1) -> None:

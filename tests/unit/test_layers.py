@@ -19,9 +19,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "forkserver"
 WIRING, PROCESS_CYCLES, OUTER_HELPERS, CORE = 1, 2, 3, 4
 LAYER = {
-    "cli": WIRING, "__main__": WIRING,
+    "cli": WIRING, "__main__": WIRING, "signalcommand": WIRING,
     "master": PROCESS_CYCLES, "worker": PROCESS_CYCLES,
-    "listeners": OUTER_HELPERS, "logs": OUTER_HELPERS, "scoreboard": OUTER_HELPERS,
+    "listeners": OUTER_HELPERS, "logs": OUTER_HELPERS, "logformats": OUTER_HELPERS,
+    "scoreboard": OUTER_HELPERS,
     "signals": OUTER_HELPERS, "service": OUTER_HELPERS, "workerspec": OUTER_HELPERS,
     # Issue 15-17 helpers: TLS transport, shared-memory protection, the offload pool.
     "tls": OUTER_HELPERS, "protect": OUTER_HELPERS, "offload": OUTER_HELPERS,

@@ -40,7 +40,7 @@ from forkserver.http import HeadParser, HeadScan, parse_request
 from forkserver.http import heads as http_heads
 from forkserver.http.negotiate import prefers_json, prefers_plain_text
 from forkserver.http.proxy import V2_SIGNATURE, ProxyError, parse_proxy_header
-from forkserver.logs import escape_field
+from forkserver.logformats import escape_field
 from forkserver.sites.auth import basic_credentials
 from forkserver.sites.hosts import site_name
 from forkserver.sites.rules import Rules

@@ -19,7 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forkserver.logs import AccessLog, LogFile, escape_field, json_string
+from forkserver.logformats import escape_field, json_string
+from forkserver.logs import AccessLog, LogFile
 
 # What a line says: client, request line, status, body bytes, referer, user agent,
 # duration in microseconds (``queue`` hands it to AccessLog.add as a worker would).
@@ -31,7 +32,7 @@ NOW = 1_795_000_000.25  # a fixed instant; the offset depends on the local zone
 @dataclass
 class Logged:
     """A request as the access log reads it (``http.Request`` has more); not frozen,
-    as logs.LoggedRequest declares plain (settable) attributes."""
+    as logformats.LoggedRequest declares plain (settable) attributes."""
 
     line: str
     headers: Mapping[str, str]

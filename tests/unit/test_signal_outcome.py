@@ -1,5 +1,5 @@
 """The pieces of `forkserver -s` that need no server: the pidfile read from a file that
-does not validate (cli.salvage_pidfile), and the outcome file a master leaves beside
+does not validate (signalcommand.salvage_pidfile), and the outcome file a master leaves beside
 its pidfile for -s reload|upgrade (service.write_outcome / read_outcome)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from forkserver.cli import salvage_pidfile
 from forkserver.service import outcome_path, read_outcome, remove_outcome, write_outcome
+from forkserver.signalcommand import salvage_pidfile
 
 
 @pytest.mark.parametrize(("text", "expected"), [
