@@ -14,13 +14,13 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import pytest
 
 from tests.support import Server, flushed_access_log, request, running, status_of, wait_for
@@ -32,10 +32,20 @@ OTHER_CLIENT_MAX_REQUESTS = 100_000  # a bound on the loop, never reached in pra
 OTHER_CLIENT_DEADLINE = 1.0  # generous: a check on the loop would queue 6 x cost-11
 
 
-def htpasswd(path: Path, users: dict[str, str], cost: int = 5, kind: str = "$2y$") -> None:
-    lines = [f"{user}:" + bcrypt.hashpw(pw.encode(), bcrypt.gensalt(cost)).decode()
-             .replace("$2b$", kind) for user, pw in users.items()]
-    path.write_text("\n".join(lines) + "\n")
+def htpasswd(path: Path, users: dict[str, str], cost: int = 5, how: str = "-B") -> None:
+    """The file made by Apache's own ``htpasswd`` (apache2-utils), as operators make it:
+    ``-B`` bcrypt (``$2y$``), ``-m`` MD5 (``$apr1$``), ``-s`` SHA-1 (``{SHA}``); the
+    first user creates the file (``-c``), the others are added."""
+    for number, (user, password) in enumerate(users.items()):
+        command = ["htpasswd", how, *(["-C", str(cost)] if how == "-B" else []),
+                   *(["-c"] if number == 0 else []), "-b", str(path), user, password]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+
+def add_user(path: Path, user: str, password: str, how: str) -> None:
+    """One more line in an existing htpasswd file, hashed by ``htpasswd`` ``how``."""
+    subprocess.run(["htpasswd", how, "-b", str(path), user, password], check=True,
+                   capture_output=True, timeout=60)
 
 
 def basic(user: str, password: str) -> str:
@@ -221,14 +231,21 @@ def test_reload_changes_sites_rules_and_passwords_all_or_nothing(tree: Path) -> 
                  what="the new htpasswd file")
         assert status_of(ask(server, "/", host, (basic("alice", PASSWORD),))) == 401
         assert body(ask(server, "/", "manual.example.org")) == b"docs index"
-        # A weak hash anywhere: the whole reload is refused, with the file and line.
-        (tree / "staff.htpasswd").write_text(
-            "bob:" + bcrypt.hashpw(b"other", bcrypt.gensalt(5)).decode() + "\n"
-            "carol:$apr1$abcdefgh$0123456789abcdefghijkl\n")
+        # A weak hash anywhere: the whole reload is refused, with the file and line
+        # (htpasswd -m makes Apache MD5, -s SHA-1: both fast to guess, both refused).
+        add_user(tree / "staff.htpasswd", "carol", "md5-password", "-m")
+        add_user(tree / "staff.htpasswd", "dave", "sha-password", "-s")
+        lines = (tree / "staff.htpasswd").read_text().splitlines()
+        assert [line.split(":", 1)[1][:5] for line in lines] == ["$2y$0", "$apr1", "{SHA}"]
         settings["sites"][1]["names"] = ["again.example.org"]
         server.write_config(**settings)
         server.signal(signal.SIGHUP)
-        wait_for(lambda: "staff.htpasswd:2:" in server.error_log, what="the refusal")
+        wait_for(lambda: "staff.htpasswd:3:" in server.error_log, what="the refusal")
+        assert "staff.htpasswd:2: user 'carol': the hash is an Apache MD5 hash ($apr1$)" \
+            in server.error_log
+        assert "staff.htpasswd:3: user 'dave': the hash is a SHA-1 hash ({SHA})" \
+            in server.error_log
+        assert status_of(ask(server, "/", host, (basic("bob", "other"),))) == 200
         assert body(ask(server, "/", "manual.example.org")) == b"docs index"
         assert body(ask(server, "/", "again.example.org")) == b"main index"  # default
 
