@@ -428,8 +428,9 @@ def test_each_access_log_format_parses_line_by_line(
             record = json.loads(text)
             assert set(record) == {
                 "time", "client", "method", "path", "protocol", "status", "bytes",
-                "duration_us", "referer", "user_agent", "pid",
+                "duration_us", "referer", "user_agent", "pid", "scheme", "host",
             }
+            assert record["scheme"] == "http"  # SPEC §6; "https" in test_https.py
             assert ISO_TIME.fullmatch(record["time"])
             assert record["client"] == "127.0.0.1" and record["pid"] == worker
             assert record["status"] == status
