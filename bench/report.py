@@ -15,6 +15,7 @@ from bench.markdown import markdown_table
 from bench.measured import BenchmarkRun
 from bench.observations import cpu_lines, extras_lines, incident_lines, interference_warning
 from bench.site_report import site_console, site_section
+from bench.sites_report import sites_section
 from bench.tables import results_table, rounds_table, table_footnotes
 from bench.targets import LIMIT_LINES, targets_table, verdicts
 
@@ -136,6 +137,8 @@ def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
         parts += compression_section(run.compression)
     if run.https is not None:
         parts += https_section(run.https)
+    if run.sites is not None:
+        parts += sites_section(run.sites)
     parts += ["## forkserver against itself", "", *extras_lines(run), ""]
     parts += ["## Optimizations and their measured effect", "", *OPTIMIZATION_LINES, ""]
     parts += ["## Rounds", "", rounds_table(run), ""]
@@ -166,8 +169,9 @@ def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
         "- `--no-write`: print the tables only; `--output-dir DIR`: write this file and "
         "the chart to DIR instead, whatever ran.",
         "- `--cases LIST`: only these cases (`1k-keepalive`, `1k-close`, `64k-keepalive`, "
-        "`10m-throughput`, `site-mix-uniform`, `site-mix-zipf`, `cold`; `classic` and "
-        "`site-mix` stand for their groups), e.g. `--cases site-mix,cold` to iterate on the "
+        "`10m-throughput`, `site-mix-uniform`, `site-mix-zipf`, `cold`, `sites-20`, "
+        "`rules-50`, `auth-keepalive`, `auth-flood`; `classic`, `site-mix` and `sites` "
+        "stand for their groups), e.g. `--cases site-mix,cold` to iterate on the "
         "real-traffic cases; this file is rewritten only when every case ran, and "
         "forkserver's experiments against itself run only with `1k-keepalive`.",
         "- `--site-workers LIST`: worker counts for the real-traffic cases (default 1,2); "
@@ -196,4 +200,6 @@ def render_console(run: BenchmarkRun) -> str:
         parts += compression_section(run.compression)
     if run.https is not None:
         parts += https_section(run.https)
+    if run.sites is not None:
+        parts += sites_section(run.sites)
     return "\n".join(parts)

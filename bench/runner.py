@@ -60,6 +60,7 @@ from bench.sitecases import (
     scaling_pass,
     site_cases,
 )
+from bench.sites import SITES_CASES, SitesOptions, run_sites
 from bench.tables import format_rate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -331,6 +332,10 @@ def run_benchmark(options: Options) -> int:
         )) if set(COMPRESSION_CASES) & set(options.cases) else None
         https = run_https(programs, workdir / "https", options.workers, options.seconds,
                           options.rounds) if set(HTTPS_CASES) & set(options.cases) else None
+        sites = run_sites(SitesOptions(
+            programs, workdir / "sites", REPO_ROOT, options.site_store, options.workers,
+            options.connections, options.seconds, options.rounds, options.cases,
+        )) if set(SITES_CASES) & set(options.cases) else None
     run = BenchmarkRun(
         command=options.command, started_at=started_at,
         elapsed_seconds=time.monotonic() - started, seconds_per_case=options.seconds,
@@ -343,6 +348,7 @@ def run_benchmark(options: Options) -> int:
         site=site if site.cases else None,
         compression=compression,
         https=https,
+        sites=sites,
     )
     print(render_console(run))
     print(f"\nbench: finished in {run.elapsed_seconds:.0f} s")

@@ -22,6 +22,15 @@ from bench.site_report import (
     site_mix_peak_pss,
 )
 from bench.sitecases import COLD, SITE_UNIFORM, SITE_ZIPF, SiteRun
+from bench.sites import (
+    AUTH_KEEPALIVE,
+    FLOOD_P99_TARGET_MS,
+    PAIRED_CASES,
+    RULES_50,
+    SITES_20,
+    TARGETS,
+    SitesRun,
+)
 
 PSS_TARGET_MIB = 40.0
 IDLE_LATENCY_TARGET_MS = 50.0
@@ -105,6 +114,28 @@ def build_targets(run: BenchmarkRun) -> list[Target]:
                f"{ACCESS_LOG_DROP_TARGET_PERCENT:g}%", access_log_drop, "%",
                ACCESS_LOG_DROP_TARGET_PERCENT, False, False),
         *site_targets(run.site),
+        *sites_targets(run.sites),
+    ]
+
+
+def sites_targets(sites: SitesRun | None) -> list[Target]:
+    """Issue 17's targets: forkserver against itself (bench/sites.py), absolute values."""
+    if sites is None:
+        return []
+    titles = {SITES_20: "20 sites configured (against none): site-mix drop",
+              RULES_50: "50 rules (against none): site-mix drop",
+              AUTH_KEEPALIVE: "right password on keep-alive (against unprotected): 1 KiB drop"}
+
+    def drop(key: str) -> Callable[[ServerReport], float | None]:
+        return lambda server: sites.drop(key)
+
+    return [
+        *(Target(f"{titles[key]} ≤ {TARGETS[key]:g}%", drop(key), "%",
+                 TARGETS[key], False, False) for key in PAIRED_CASES if key in sites.pairs),
+        *([Target(f"wrong-password flood: another client's p99 < "
+                  f"{FLOOD_P99_TARGET_MS:g} ms", lambda server: sites.flood_p99_ms, "ms",
+                  FLOOD_P99_TARGET_MS, False, False)] if sites.flood_p99_ms is not None
+          else []),
     ]
 
 
