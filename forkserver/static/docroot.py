@@ -34,11 +34,15 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from forkserver.errors import StartupError
 from forkserver.static.autoindex import Listing, scan_directory
+from forkserver.static.beneath import Beneath
 from forkserver.static.paths import hidden
+from forkserver.static.variantindex import VariantIndex
 
 __all__ = ["Docroot", "NoIndex", "Opened", "Refused"]
 
@@ -76,7 +80,9 @@ class Opened:
     """A file opened by the contained walk: its fd, its directory and the names walked.
 
     ``names`` are symlink-free when the walk had to follow a symlink (the real path);
-    ``parent`` is an O_PATH descriptor of the containing directory, or the docroot's.
+    ``parent`` is an O_PATH descriptor of the containing directory, or the docroot's,
+    or -1 when ``openat2`` opened the file in one call: ``Docroot.parent_of`` opens it
+    when a sibling is needed (the caller's ``release`` then closes it).
     """
 
     fd: int
@@ -87,7 +93,9 @@ class Opened:
 class Docroot:
     """The docroot of one site, opened once (``StartupError`` when it cannot be)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self, path: str, *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.root = os.path.realpath(path)
         # Prefix a resolved symlink target must start with to count as inside.
         self._prefix = self.root if self.root.endswith("/") else self.root + "/"
@@ -95,6 +103,14 @@ class Docroot:
             self._root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise StartupError(f"docroot {path} cannot be opened: {exc.strerror}") from None
+        # One openat2 per file where the kernel offers it; the walk otherwise.
+        self.beneath = Beneath(_FILE_FLAGS)
+        self._beneath_directory = Beneath(_DIR_FLAGS)
+        self.beneath.probe(self._root_fd)
+        if not self.beneath.available:
+            self._beneath_directory.disable()
+        # Which directories hold precompressed siblings, relisted once per window.
+        self.variants = VariantIndex(self._list_names, monotonic)
 
     def close(self) -> None:
         if self._root_fd >= 0:
@@ -129,7 +145,11 @@ class Docroot:
     # -- precompressed siblings -------------------------------------------------------
     def fresh_variant(self, opened: Opened, name: str, original: os.stat_result) -> bool:
         """Whether ``name`` beside the file is a regular file, inside, not older than it."""
-        parent = opened.parent
+        if not self.variants.may_exist(opened.names, name):
+            return False  # its directory had no such name when last listed (1 s window)
+        parent = self.parent_of(opened)
+        if parent < 0:
+            return False
         # Most files have no variant: faccessat answers that without building an
         # exception or a stat result (about half the cost of a failing os.stat).
         if not os.access(name, os.F_OK, dir_fd=parent, follow_symlinks=False):
@@ -152,7 +172,10 @@ class Docroot:
         """Open a variant by the contained walk; judged by fstat, so a swap cannot fool it."""
         try:
             try:
-                fd = os.open(name, _FILE_FLAGS, dir_fd=opened.parent)
+                parent = self.parent_of(opened)
+                if parent < 0:
+                    return None
+                fd = os.open(name, _FILE_FLAGS, dir_fd=parent)
             except OSError as exc:
                 if exc.errno != errno.ELOOP:
                     return None
@@ -171,9 +194,41 @@ class Docroot:
             return None
         return fd, info
 
+    def parent_of(self, opened: Opened) -> int:
+        """``opened``'s directory (O_PATH), opened now if ``openat2`` skipped it; -1 if
+        it cannot be (then there is no sibling to find). Kept in ``opened.parent``."""
+        if opened.parent < 0:
+            names = opened.names[:-1]
+            if not names:
+                opened.parent = self._root_fd
+            else:
+                fd = self._beneath_directory(self._root_fd, "/".join(names))
+                if fd < 0:
+                    try:
+                        fd, parent = self._walk(names)
+                    except OSError:
+                        return -1
+                    self.release(parent)
+                opened.parent = fd
+        return opened.parent
+
+    def _list_names(self, names: list[str]) -> list[str] | None:
+        """The names in the directory ``names`` (for the variant index), or None."""
+        try:
+            opened = self.open(names, directory=False)
+        except (Refused, NoIndex):
+            return None
+        try:
+            return os.listdir(opened.fd)
+        except OSError:
+            return None  # not a directory, or search-only (mode --x): probe instead
+        finally:
+            self.release(opened.parent)
+            os.close(opened.fd)
+
     # -- the walk -----------------------------------------------------------
     def release(self, parent: int) -> None:
-        if parent != self._root_fd:
+        if parent >= 0 and parent != self._root_fd:
             os.close(parent)
 
     def open(self, names: list[str], directory: bool) -> Opened:
@@ -181,7 +236,18 @@ class Docroot:
 
         With ``directory`` (the last name is the index file) a directory without it
         raises NoIndex. The caller closes ``fd`` and releases ``parent``.
+
+        First ``openat2`` beneath the docroot with every symlink refused (one call);
+        a symlink (ELOOP), a refusal or any other error takes the walk, which decides
+        as it always has. A plain ENOENT of a file is 404 at once: with no symlink on
+        the way the walk would meet the same missing name.
         """
+        if names:
+            fd = self.beneath(self._root_fd, "/".join(names))
+            if fd >= 0:
+                return Opened(fd, -1, names)
+            if fd == -errno.ENOENT and not directory:
+                raise Refused(404)
         try:
             try:
                 fd, parent = self._walk(names)

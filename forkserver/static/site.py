@@ -124,7 +124,7 @@ class StaticSite:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self.docroot = Docroot(config.docroot)
+        self.docroot = Docroot(config.docroot, monotonic=monotonic)
         self.root = self.docroot.root
         self.server = server_header(config)
         self._wall_clock = wall_clock
