@@ -36,7 +36,6 @@ from forkserver.master.upgrade import UPGRADE_FROM_ENV, Handoff, Upgrade
 from forkserver.scoreboard import Scoreboard
 from forkserver.service import Pidfile, remove_outcome, set_title
 from forkserver.signals import SignalPipe
-from forkserver.tls.transport import ktls_unavailable
 from forkserver.workerspec import WorkerMain
 
 LOOP_SECONDS = 0.2  # longest sleep of the master loop: bounds respawn and readiness delay
@@ -126,8 +125,10 @@ class Master:
             secure = tls is not None and sock.fileno() in tls.secure_fds
             self.log.info(f"listening on {describe(sock, secure)}")
         if tls is not None:  # once at start: can the kernel encrypt bodies (sendfile)?
-            why = ktls_unavailable() or "kTLS is available but not used yet"
-            self.log.info(f"TLS in userspace: {why}")
+            why = tls.ktls.reason
+            self.log.info(f"TLS in userspace: {why}" if why is not None else
+                          "kTLS: asked of OpenSSL; file bodies use sendfile on each "
+                          "connection whose socket the kernel encrypts (TLS_TX)")
         self.log.info(
             f"master started (pid {self.pid}), generation 1 with {self.generation.target} workers"
         )

@@ -8,7 +8,8 @@ name picks).
 
 from forkserver.tls.certificates import Certificate, CertificateError, check_lines, load_certificate
 from forkserver.tls.contexts import SiteNames, TlsContexts, build_contexts, sni_site
-from forkserver.tls.transport import HandshakeFailed, TlsStream, ktls_unavailable
+from forkserver.tls.ktls import ktls_unavailable
+from forkserver.tls.transport import HandshakeFailed, TlsStream
 
 __all__ = [
     "Certificate",

@@ -5,9 +5,10 @@ renegotiation, ECDHE+AEAD suites for 1.2, ALPN ``http/1.1``, session tickets) an
 the SNI callback that picks a site's certificate by SPEC §7's rules and records the
 site it picked for the HTTP layer (421 when Host picks another). Contexts are made
 once per generation in the master: every worker forked from it shares the ticket
-keys, so a session resumes on whichever worker takes the next connection. Must not
-read sockets or know about HTTP; which site claims a name is the site table's
-business (``SiteNames``), this module only asks it.
+keys, so a session resumes on whichever worker takes the next connection; when
+start-up found the kernel able to encrypt, each context also asks OpenSSL for kTLS
+(forkserver/tls/ktls.py). Must not read sockets or know about HTTP; which site
+claims a name is the site table's business (``SiteNames``), this module only asks it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from forkserver.tls.certificates import Certificate
+from forkserver.tls.ktls import NOT_DETECTED, Detection, request_ktls
 
 ALPN_PROTOCOLS = ["http/1.1"]  # RFC 7301; h2 is not spoken, so never selected
 # TLS 1.2 suites: forward secrecy (ECDHE) and AEAD only (RFC 7525 §4.2, Mozilla's
@@ -112,12 +114,13 @@ class TlsContexts:
 
 def build_contexts(
     default: Certificate | None, sites: Mapping[str, Certificate] | None = None,
-    names: SiteNames | None = None,
+    names: SiteNames | None = None, ktls: Detection = NOT_DETECTED,
 ) -> TlsContexts:
     """Contexts for a generation; call in the master, before the workers fork.
 
     ``default`` is the top-level certificate; ``sites`` the certificates of the sites
-    that have their own ``tls`` (by site key). At least one is needed.
+    that have their own ``tls`` (by site key). At least one is needed. ``ktls``: the
+    generation's detection; when available every context asks OpenSSL for kTLS.
     """
     sites = sites or {}
     per_site = {index: server_context(certificate) for index, certificate in sites.items()}
@@ -131,8 +134,9 @@ def build_contexts(
             raise ValueError("a TLS listener needs a certificate: top-level tls or a site's")
         base = per_site[fallback]
     contexts = TlsContexts(base, per_site, names)
-    if names is not None:
-        for context in {id(c): c for c in (base, *per_site.values())}.values():
+    for context in {id(c): c for c in (base, *per_site.values())}.values():
+        request_ktls(context, ktls)
+        if names is not None:
             context.sni_callback = contexts.on_server_name
     return contexts
 

@@ -3,7 +3,8 @@
 Owns what the master does for TLS before it forks a generation's workers: read and
 check every certificate the configuration names (top-level ``tls`` and each site's
 own), build the contexts (so the workers share the session-ticket keys), and mark
-which of the generation's listeners speak TLS. Also the ``--check`` lines. Must not
+which of the generation's listeners speak TLS, and whether the kernel may encrypt
+(kTLS, detected once per generation). Also the ``--check`` lines. Must not
 accept, read or write connections (the worker's tlsphase does) or bind sockets.
 """
 
@@ -21,6 +22,7 @@ from forkserver.listeners import same_address
 from forkserver.sites.hosts import SiteTable
 from forkserver.tls.certificates import Certificate, CertificateError, check_lines, load_certificate
 from forkserver.tls.contexts import TlsContexts, build_contexts
+from forkserver.tls.ktls import Detection, detect
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,7 @@ class GenerationTls:
     contexts: TlsContexts
     secure_fds: frozenset[int]  # the listeners whose connections start with a handshake
     https_port: int | None  # the first TCP TLS listener's port (redirect_to_https)
+    ktls: Detection  # the contexts asked OpenSSL for kTLS (available), or why not
 
 
 def site_certificates(config: Config) -> dict[str, TlsSettings]:
@@ -101,7 +104,8 @@ def prepare(config: Config, listeners: Sequence[socket.socket]) -> GenerationTls
             [(site.names, site.names[0]) for site in config.sites],
             next((site.names[0] for site in config.sites if site.default), None),
         )
-    contexts = build_contexts(top, sites, table)
+    ktls = detect()
+    contexts = build_contexts(top, sites, table, ktls)
     port = next((s.getsockname()[1] for s in listeners
                  if s.fileno() in fds and s.family != socket.AF_UNIX), None)
-    return GenerationTls(contexts, fds, port)
+    return GenerationTls(contexts, fds, port, ktls)

@@ -6,9 +6,10 @@ and send raise ``BlockingIOError`` when TLS must wait for the network, return
 ``b""`` at the end, raise ``OSError`` on failure. ``handshake`` reports whether the
 loop must wait for input or output. File bodies go out in bounded chunks read with
 ``pread`` and written through TLS (``os.sendfile`` cannot cross a userspace TLS
-layer), or with ``sendfile`` when the kernel does the encryption (kTLS). Also owns
-kTLS detection. Must not parse HTTP, know deadlines or touch the epoll set: the
-connection (forkserver/worker) decides what to wait for.
+layer), or with ``sendfile`` when the kernel does the encryption (kTLS: whether
+it does is asked of the socket after the handshake, forkserver/tls/ktls.py). Must
+not parse HTTP, know deadlines or touch the epoll set: the connection
+(forkserver/worker) decides what to wait for.
 
 Why an ``SSLSocket`` and not an ``SSLObject`` over memory BIOs: measured with
 ``bench/tls_transport.py`` (see docs/architecture.md), the socket form costs less
@@ -23,16 +24,14 @@ import _socket
 import contextlib
 import os
 import ssl
-import sys
-from pathlib import Path
 
 from forkserver.tls.contexts import sni_site
+from forkserver.tls.ktls import Detection, confirm, kernel_sends
 
 DONE, WANT_READ, WANT_WRITE = 0, 1, 2  # what handshake() says the loop must wait for
 # One TLS write of a file body: 16 records of 16 KiB (RFC 8446 §5.1). Bounded so
 # that a 10 MiB body is sent in slices between which the loop serves other clients.
 FILE_CHUNK = 256 * 1024
-ULP_TABLE = "/proc/sys/net/ipv4/tcp_available_ulp"  # the kernel's loaded ULPs, "tls" among them
 
 
 class HandshakeFailed(Exception):
@@ -44,10 +43,12 @@ class TlsStream:
 
     ``buffer`` is the worker's one scratch buffer for file chunks (shared by every
     connection: a chunk is read again from the file before each retry, so no
-    connection needs its own).
+    connection needs its own). ``offloaded``: the kernel encrypts what this socket
+    sends (set by ``check_offload`` after the handshake), so file bodies may go out
+    with ``os.sendfile`` on ``fd`` like plain HTTP's.
     """
 
-    __slots__ = ("buffer", "fd", "ssl")
+    __slots__ = ("buffer", "fd", "offloaded", "ssl")
 
     def __init__(self, sock: _socket.socket, context: ssl.SSLContext, buffer: bytearray) -> None:
         # SSLSocket takes over the descriptor (``sock`` is detached).
@@ -56,6 +57,7 @@ class TlsStream:
         )
         self.fd = self.ssl.fileno()
         self.buffer = buffer
+        self.offloaded = False
 
     # -- handshake ------------------------------------------------------------------
     def handshake(self) -> int:
@@ -70,6 +72,12 @@ class TlsStream:
             # ValueError: an SNI callback or a context that refused; OSError: a reset.
             raise HandshakeFailed(getattr(exc, "reason", None) or type(exc).__name__) from None
         return DONE
+
+    def check_offload(self, detection: Detection) -> bool:
+        """After the handshake: does the kernel encrypt for this socket? Asked of the
+        kernel only when start-up asked OpenSSL for kTLS (no syscall otherwise)."""
+        self.offloaded = detection.available and kernel_sends(detection, confirm(self.ssl))
+        return self.offloaded
 
     @property
     def sni_site(self) -> str | None:
@@ -162,17 +170,3 @@ class TlsStream:
             with contextlib.suppress(ssl.SSLError, OSError, ValueError):
                 session.shutdown()
         tls.close()
-
-
-def ktls_unavailable() -> str | None:
-    """Why the kernel cannot do TLS here (logged once at start), or None if it can."""
-    if not hasattr(ssl, "OP_ENABLE_KTLS"):
-        version = ".".join(map(str, sys.version_info[:2]))
-        return f"Python {version} has no ssl.OP_ENABLE_KTLS (it needs 3.12 or later)"
-    try:
-        ulps = Path(ULP_TABLE).read_text().split()
-    except OSError:
-        return f"the kernel lists no upper layer protocols ({ULP_TABLE} unreadable)"
-    if "tls" not in ulps:
-        return "the kernel's tls module is not loaded (modprobe tls)"
-    return None

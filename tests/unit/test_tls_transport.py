@@ -28,7 +28,6 @@ from forkserver.tls.transport import (
     WANT_READ,
     HandshakeFailed,
     TlsStream,
-    ktls_unavailable,
 )
 from tests.tlscerts import Authority, Issued
 
@@ -400,9 +399,3 @@ def test_a_file_is_sent_in_bounded_chunks(certs: Certificates, tmp_path: Path) -
     finally:
         os.close(fd)
     assert bytes(received) == data
-
-
-def test_ktls_detection_says_why_not_here() -> None:
-    reason = ktls_unavailable()
-    if not hasattr(ssl, "OP_ENABLE_KTLS"):
-        assert reason is not None and "3.12" in reason
