@@ -273,6 +273,8 @@ class Responder:
                     abandon_changed_file(self, connection)
                     return False
                 tls = connection.tls
+                if tls is not None and tls.offloaded:
+                    tls = None  # kTLS: the kernel encrypts what sendfile sends
                 if tls is None:
                     count = os.sendfile(
                         connection.fd, body.fd, body.offset, min(body.length, SENDFILE_CHUNK)

@@ -26,6 +26,7 @@ class TlsPhase:
     ) -> None:
         self.contexts = tls.contexts
         self.secure_fds = tls.secure_fds
+        self.ktls = tls.ktls  # the master's detection: may the kernel encrypt at all?
         self.epoll = epoll
         self.close = close
         self.header_seconds = header_seconds
@@ -73,6 +74,9 @@ class TlsPhase:
             self.epoll.modify(fd, select.EPOLLIN)
         if state == DONE:
             self.ok += 1
+            # kTLS: the kernel's word on this socket decides how file bodies go out
+            # (sendfile only when it really encrypts; connection.py send_segment).
+            stream.check_offload(self.ktls)
             connection.phase = READING
             connection.deadline = self.clock() + self.header_seconds
 
