@@ -187,8 +187,9 @@ class StaticSite:
 
     # -- GET and HEAD: path → file → representation → preconditions → range ----------
     def _plan_get(self, request: Request, head: bool) -> Plan:
-        if request.path in self._cache:
-            cached = self._cached_plan(request, head)
+        entry = self._cache.get(request.path)
+        if entry is not None:
+            cached = self._cached_plan(request, head, entry)
             if cached is not None:
                 return cached
         resolved = resolve_path(request.path)
@@ -312,9 +313,11 @@ class StaticSite:
             if fd >= 0:
                 os.close(fd)
 
-    def _cached_plan(self, request: Request, head: bool) -> Plan | None:
-        """The answer from the cache, or None to take the full path."""
-        entry = self._cache[request.path]
+    def _cached_plan(self, request: Request, head: bool, entry: CachedFile) -> Plan | None:
+        """The answer from the cache (``entry`` is request.path's), or None to take the
+        full path."""
+        if entry is not self.files.last:  # asked for again in a row: nothing to reorder
+            self.files.use(request.path, entry)
         fields = request.headers
         if "range" in fields or refuses_identity(fields.get("accept-encoding")):
             return None  # ranges, and the 406 of identity;q=0, take the full path
