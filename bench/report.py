@@ -97,6 +97,15 @@ OPTIMIZATION_LINES = [
     "(`openat2` per request 0.45 → 0.39); 1 KiB keep-alive (`bench.hotpath`, callgrind, "
     "PYTHONHASHSEED=0) 39,644 → 39,783 instructions per request. A hit reorders only "
     "when it is not the entry used last.",
+    "- **The open-file cache covers a site's working set**: once its 4 MiB of contents "
+    "are full, a small file is remembered by its open descriptor and encoded head (no "
+    "content), up to 4,096 entries and descriptors per worker (at most a quarter of "
+    "`RLIMIT_NOFILE`); a miss of a small file still answers from memory in one send. "
+    "`bench.misspath` (one worker in process, distinct heads, 3 rounds of 8,000, CPU per "
+    "request, client included): site mix uniform 68.5 → 43.0-45.2 us (hits 17% → most "
+    "requests past the first second), Zipf 48.7 → 43.8-44.6 us, cold unchanged "
+    "(60.3-62.1 → 60.2-61.5 us, every request a miss); cache size after the uniform mix "
+    "2,990 entries, 2,160 descriptors, 7.6 MiB counted.",
     "- *Tried, not kept:* moving every hit to the end of both caches unconditionally "
     "(39,644 → 39,992 instructions per 1 KiB request, +0.9%) or through a method call "
     "(→ 40,562); and declaring `argtypes` plus `os.fsencode` on the `openat2` call "

@@ -18,6 +18,7 @@ from forkserver.http.response import (
 )
 from forkserver.static.conditional import etag, http_date
 from forkserver.static.filecache import (
+    CACHE_CONTENT_BYTES,
     CACHE_DESCRIPTORS,
     CACHE_FILE_BYTES,
     CACHE_INLINE_BYTES,
@@ -30,6 +31,7 @@ from forkserver.static.paths import ResolvedPath, resolve_path
 from forkserver.static.site import KNOWN_METHODS, StaticSite
 
 __all__ = [
+    "CACHE_CONTENT_BYTES",
     "CACHE_DESCRIPTORS",
     "CACHE_FILE_BYTES",
     "CACHE_INLINE_BYTES",

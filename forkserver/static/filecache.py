@@ -12,11 +12,14 @@ reference, so the descriptor closes when the last response sending from it is do
 
 from __future__ import annotations
 
+import os
+import resource
 from dataclasses import dataclass
 
 from forkserver.http.response import FileBody, SharedDescriptor
 
 __all__ = [
+    "CACHE_CONTENT_BYTES",
     "CACHE_DESCRIPTORS",
     "CACHE_ENTRIES",
     "CACHE_ENTRY_OVERHEAD",
@@ -41,11 +44,22 @@ __all__ = [
 # with sendfile: for 64 KiB, copying the content into the socket costs more than
 # sendfile (measured: 64 KiB keep-alive ~30k req/s from memory, ~25k through the full
 # path with sendfile, ~37k from a cached descriptor).
+#
+# A real site's working set (thousands of small files) does not fit CACHE_CONTENT_BYTES:
+# once the contents fill it, a small file is remembered like a larger one, by its
+# descriptor and encoded head (~1 KiB, no content), so most requests of a site of a few
+# thousand files are hits (head + sendfile) instead of misses (issue 15).
 CACHE_INLINE_BYTES = 16 * 1024
 CACHE_FILE_BYTES = 1024 * 1024  # larger files take the full path every time
-CACHE_TOTAL_BYTES = 4 * 1024 * 1024  # per worker; keeps master + 2 workers well under 40 MiB
-CACHE_DESCRIPTORS = 128  # per worker: open descriptors the cache may hold
+CACHE_CONTENT_BYTES = 4 * 1024 * 1024  # per worker: contents held in memory
 CACHE_ENTRIES = 4096  # per worker: entries of any size
+# Per worker, everything counted (contents, encoded fields, CACHE_ENTRY_OVERHEAD each):
+# the contents plus a full table of entries without content.
+CACHE_TOTAL_BYTES = CACHE_CONTENT_BYTES + CACHE_ENTRIES * 1536
+# Open descriptors the cache may hold: at most a quarter of the descriptor table, so
+# connections, walks, responses in flight and the Acceptor's reserve keep the rest
+# (RLIMIT_NOFILE 1024 → 256; 20000 → CACHE_ENTRIES).
+CACHE_DESCRIPTORS = min(CACHE_ENTRIES, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4)
 # What an entry costs beyond its content and encoded fields (the dataclass, the field
 # list and its strings: ~0.95 KiB measured with tracemalloc), counted against
 # CACHE_TOTAL_BYTES so that thousands of tiny files cannot hold far more than it says.
@@ -78,13 +92,19 @@ class FileCache:
     popular files stay.
     """
 
-    __slots__ = ("descriptors", "entries", "last", "size")
+    __slots__ = ("content_bytes", "descriptors", "entries", "last", "size")
 
     def __init__(self) -> None:
         self.entries: dict[str, CachedFile] = {}  # request path → entry, LRU first
         self.size = 0  # bytes held: content, encoded fields, CACHE_ENTRY_OVERHEAD each
         self.descriptors = 0  # descriptors held
+        self.content_bytes = 0  # of ``size``, the contents held in memory
         self.last: CachedFile | None = None  # the most recently used entry
+
+    def holds_content(self, size: int) -> bool:
+        """Whether a content of ``size`` bytes still fits CACHE_CONTENT_BYTES (else the
+        entry keeps the descriptor instead)."""
+        return self.content_bytes + size <= CACHE_CONTENT_BYTES
 
     def use(self, path: str, entry: CachedFile) -> None:
         """Make ``entry``, the one for ``path``, the most recently used."""
@@ -107,6 +127,30 @@ class FileCache:
         self.last = entry
         self.size += size
         self.descriptors += descriptors
+        self.content_bytes += len(entry.content)
+
+    def keep(self, path: str, entry: CachedFile, fd: int, size: int) -> bytes | FileBody | None:
+        """Remember ``entry`` (``size`` bytes open at ``fd``) for ``path`` and return what
+        this response sends; None after a short read (``fd`` stays the caller's).
+
+        Up to CACHE_INLINE_BYTES the answer is the content, sent from memory in one send;
+        the cache keeps the content while CACHE_CONTENT_BYTES has room, else the
+        descriptor. Larger files: the cache and the response share the descriptor."""
+        if size > CACHE_INLINE_BYTES:
+            descriptor = SharedDescriptor(fd)
+            entry.descriptor = descriptor.share()
+            self.remember(path, entry)
+            return FileBody(descriptor, 0, size, entry.version)
+        content = os.pread(fd, size, 0)
+        if len(content) != size:
+            return None
+        if self.holds_content(size):
+            entry.content = content
+            os.close(fd)
+        else:
+            entry.descriptor = SharedDescriptor(fd)
+        self.remember(path, entry)
+        return content
 
     @staticmethod
     def lend(entry: CachedFile, descriptor: SharedDescriptor) -> FileBody:
@@ -127,6 +171,7 @@ class FileCache:
         entry = self.entries.pop(path, None)
         if entry is not None:
             self.size -= _cost(entry)
+            self.content_bytes -= len(entry.content)
             if entry.descriptor is not None:
                 self.descriptors -= 1
                 entry.descriptor.close()

@@ -81,7 +81,6 @@ from forkserver.static.conditional import Verdict, evaluate_preconditions, http_
 from forkserver.static.docroot import Docroot, NoIndex, Opened, Refused
 from forkserver.static.filecache import (
     CACHE_FILE_BYTES,
-    CACHE_INLINE_BYTES,
     CACHE_RECHECK_SECONDS,
     CachedFile,
     FileCache,
@@ -293,19 +292,12 @@ class StaticSite:
                     last_modified, b"", None, version,
                     self._monotonic() + CACHE_RECHECK_SECONDS,
                 )
-                if size <= CACHE_INLINE_BYTES:
-                    content = os.pread(fd, size, 0)
-                    if len(content) == size:
-                        entry.content = content
-                        self.files.remember(request.path, entry)
-                        return Plan(200, headers, body=content)
-                else:
-                    # The cache and this response share the one open descriptor.
-                    descriptor = SharedDescriptor(fd)
+                kept = self.files.keep(request.path, entry, fd, size)
+                if kept is not None:  # the cache (or this response) owns fd now
                     fd = -1
-                    entry.descriptor = descriptor.share()
-                    self.files.remember(request.path, entry)
-                    return Plan(200, headers, file=FileBody(descriptor, 0, size, version))
+                    if isinstance(kept, bytes):
+                        return Plan(200, headers, body=kept)
+                    return Plan(200, headers, file=kept)
             body = FileBody(SharedDescriptor(fd), 0, size, version)
             fd = -1  # the body holds it now
             return Plan(200, headers, file=body)

@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import stat
@@ -31,6 +32,7 @@ from forkserver.config import Config
 from forkserver.errors import HttpError, StartupError
 from forkserver.http import Request
 from forkserver.static import (
+    CACHE_CONTENT_BYTES,
     CACHE_DESCRIPTORS,
     CACHE_FILE_BYTES,
     CACHE_INLINE_BYTES,
@@ -43,6 +45,7 @@ from forkserver.static import (
     StaticSite,
     close_body,
     content_type,
+    filecache,
     http_date,
     resolve_path,
     server_header,
@@ -447,21 +450,33 @@ def test_cache_answers_conditionals_and_head(site: Site, root: Path) -> None:
 
 
 def test_cache_is_bounded_in_bytes(site: Site, root: Path) -> None:
-    count = CACHE_TOTAL_BYTES // CACHE_INLINE_BYTES + 8
+    count = CACHE_CONTENT_BYTES // CACHE_INLINE_BYTES + 8
     for index in range(count):
         (root / f"f{index}.bin").write_bytes(bytes([index % 256]) * CACHE_INLINE_BYTES)
         assert site.body(site.plan(f"/f{index}.bin"))[:1] == bytes([index % 256])
-    assert site.site.files.size <= CACHE_TOTAL_BYTES
-    assert len(site.site.files.entries) < count
+    files = site.site.files
+    assert files.content_bytes <= CACHE_CONTENT_BYTES and files.size <= CACHE_TOTAL_BYTES
+    # Past the contents' bound, small files are remembered by their descriptor.
+    last = files.entries[f"/f{count - 1}.bin"]
+    assert last.content == b"" and last.descriptor is not None
+    assert site.body(site.plan(f"/f{count - 1}.bin"))[:1] == bytes([(count - 1) % 256])
 
 
-def test_cache_is_bounded_in_descriptors(site: Site, root: Path) -> None:
-    count = CACHE_DESCRIPTORS + 8
+def test_cache_descriptors_leave_most_of_the_table() -> None:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert soft // 4 >= CACHE_DESCRIPTORS
+
+
+def test_cache_is_bounded_in_descriptors(
+    site: Site, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filecache, "CACHE_DESCRIPTORS", 16)
+    count = 16 + 8
     for index in range(count):
         (root / f"f{index}.bin").write_bytes(bytes([index % 256]) * (CACHE_INLINE_BYTES + 1))
         assert site.body(site.plan(f"/f{index}.bin"))[:1] == bytes([index % 256])
-    assert site.site.files.descriptors == CACHE_DESCRIPTORS
-    assert len(site.site.files.entries) == CACHE_DESCRIPTORS
+    assert site.site.files.descriptors == 16
+    assert len(site.site.files.entries) == 16
     # The site fixture checks at teardown that every cached descriptor was closed.
 
 
