@@ -95,7 +95,9 @@ def test_check_points_nginx_habits_and_unindented_children_the_right_way(
     ))
     assert result.returncode == EXIT_USAGE
     assert result.stderr.splitlines() == [
-        "forkserver: site.yaml:1: listen: unknown key (nginx's listen is host: and port: here)",
+        # listen is a key of its own now (SPEC §6): nginx's bare port gets its form.
+        "forkserver: site.yaml:1: listen: 8080 is an integer, expected a list of listeners "
+        "such as ['127.0.0.1:8080', {address: '127.0.0.1:8443', tls: true}]",
         "forkserver: site.yaml:2: root: unknown key (nginx's root is docroot: here)",
         "forkserver: site.yaml:4: header: unknown top-level key; it is a key of timeouts: "
         "indent it under timeouts: (line 3)",

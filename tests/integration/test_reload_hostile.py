@@ -110,7 +110,7 @@ def boom(*args: object, **kwargs: object) -> None:
     raise RuntimeError("boom")
 
 
-@pytest.mark.parametrize("step", ["load_config", "environment_problems", "bind_listener",
+@pytest.mark.parametrize("step", ["load_config", "environment_problems", "bind_entries",
                                   "make_generation"])
 def test_any_exception_while_reloading_is_logged_and_changes_nothing(
     tmp_path: Path, docroot: Path, monkeypatch: pytest.MonkeyPatch, step: str

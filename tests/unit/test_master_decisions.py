@@ -79,10 +79,14 @@ class Harness:
         self.log = tmp_path / "error.log"
         self.docroot = tmp_path / "www"
         self.docroot.mkdir(exist_ok=True)
+        # A real listener on a free port, named in the file, so a reload keeps it
+        # instead of binding the default port (which anything else may hold).
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
         self.write(text)
         self.processes = FakeProcesses()
         self.master = Master(
-            load_config(str(self.path)), [], self.worker_main,
+            load_config(str(self.path)), [self.listener], self.worker_main,
             StartInfo([], str(tmp_path)), processes=self.processes,
         )
 
@@ -91,7 +95,9 @@ class Harness:
         raise AssertionError("no worker runs in these tests")
 
     def write(self, text: str) -> None:
-        self.path.write_text(f"docroot: {self.docroot}\nerror_log: {self.log}\n{text}")
+        self.path.write_text(
+            f"docroot: {self.docroot}\nerror_log: {self.log}\nport: {self.port}\n{text}"
+        )
 
     def pids(self, generation: int | None = None) -> list[int]:
         return sorted(pid for pid, w in self.master.pool.workers.items()
@@ -120,6 +126,7 @@ class Harness:
     def close(self) -> None:
         os.close(self.master.signals.read_fd)
         os.close(self.master.signals.write_fd)
+        self.listener.close()
 
 
 @pytest.fixture(autouse=True)
