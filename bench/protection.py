@@ -38,7 +38,7 @@ OVERHEAD_TARGET_PERCENT = 5.0
 UNREACHED_LIMITS = (
     "limits:\n"
     "  connections_per_client: 10000\n"
-    "  requests_per_second: 10000000\n"
+    "  requests_per_second: 1000000\n"
     "  burst: 1000000\n"
     "  min_send_rate: 1\n"
 )

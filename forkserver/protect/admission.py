@@ -11,13 +11,15 @@ times are comparable with another's) and sends the answers.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 
 from forkserver.config.model import Limits
-from forkserver.protect.clients import NO_ROW, ClientTable, Exempt
+from forkserver.protect.clients import KEY_SIZE, NO_ROW, ClientTable, Exempt
 
-# Refusals by limit, as ``forkserver_limited_total{limit}`` names them.
-LIMIT_NAMES = ("connections", "requests", "min_send_rate")
+# The row's arrival time sits right after its key (clients.py's layout).
+_TAT = struct.Struct("=d")
+unpack_tat, pack_tat = _TAT.unpack_from, _TAT.pack_into
 
 
 @dataclass(slots=True)
@@ -48,7 +50,8 @@ class ClientLimits:
         self.interval = 1.0 / rate if rate else 0.0
         self.tolerance = settings.burst * self.interval
         self.exempt = Exempt(settings.exempt)
-        self.limited = dict.fromkeys(LIMIT_NAMES, 0)
+        self.refused_connections = 0
+        self.refused_requests = 0
         self.untracked = 0  # connections whose client found no room in the table
 
     # -- connections ---------------------------------------------------------------
@@ -76,7 +79,7 @@ class ClientLimits:
             return UNLIMITED
         if self.connections(row) > self.max_connections:
             self.count(row, -1)
-            self.limited["connections"] += 1
+            self.refused_connections += 1
             return Admission(key, row, refused=True)
         return Admission(key, row, counted_row=row)
 
@@ -100,28 +103,38 @@ class ClientLimits:
 
     # -- requests ------------------------------------------------------------------
     def request(self, admission: Admission, now: float) -> float:
-        """0.0 to serve a request now, else the seconds until one would be served."""
-        if not self.interval or admission.row == NO_ROW:
+        """0.0 to serve a request now, else the seconds until one would be served.
+
+        Runs for every request of a limited client, so the table is read here
+        directly (one key compare, one unpack, one pack) rather than through
+        ClientTable's one-field helpers: a refusal must cost less than serving.
+        """
+        interval = self.interval
+        row = admission.row
+        if not interval or row == NO_ROW:
             return 0.0
         table = self.table
-        row = admission.row
-        if not table.holds(row, admission.key):
+        memory = table.memory
+        base = table.rows_offset + row * table.row_size
+        if memory[base : base + KEY_SIZE] != admission.key:
             # Reused while the client was idle (no count held, bucket full again):
             # the client starts afresh, as it would have in the old row.
             row = admission.row = table.find(admission.key, now)
             if row == NO_ROW:
                 return 0.0
-        tat = table.tat(row)
+            base = table.rows_offset + row * table.row_size
+        tat: float = unpack_tat(memory, base + KEY_SIZE)[0]
+        tolerance = self.tolerance
         # The latest arrival time any admission can leave is now + tolerance +
         # interval; anything beyond (a torn read of a concurrent write, NaN) is
         # treated as a fresh client: an unreadable value must not refuse anyone.
-        if not tat <= now + self.tolerance + self.interval or tat < now:
+        if not tat <= now + tolerance + interval or tat < now:
             tat = now
-        early = tat - now - self.tolerance
+        early = tat - now - tolerance
         if early > 0:
-            self.limited["requests"] += 1
+            self.refused_requests += 1
             return early
-        table.set_tat(row, tat + self.interval)
+        pack_tat(memory, base + KEY_SIZE, tat + interval)
         return 0.0
 
 

@@ -87,13 +87,13 @@ class Guard:
         admission = connection.admission
         if admission is None or self.clients is None:
             return None
-        head = request.method == "HEAD"
         if admission.refused:
             # SPEC §9: the extra connection's first request is answered, then closed.
-            return self.plan(503, CONNECTION_RETRY_SECONDS, head)
-        wait = self.clients.request(admission, self.clock())
-        if wait:
-            return self.plan(429, retry_after(wait), head)  # the connection stays open
+            return self.plan(503, CONNECTION_RETRY_SECONDS, request.method == "HEAD")
+        # The head's arrival time is the request's time: no clock read of its own.
+        wait = self.clients.request(admission, connection.head_started)
+        if wait:  # the connection stays open
+            return self.plan(429, retry_after(wait), request.method == "HEAD")
         return None
 
     def plan(self, status: int, seconds: int, head: bool) -> Plan:
@@ -132,5 +132,5 @@ class Guard:
         clients = self.clients
         if clients is None:
             return (0, 0, self.slow_reset, 0)
-        limited = clients.limited
-        return (limited["connections"], limited["requests"], self.slow_reset, clients.untracked)
+        return (clients.refused_connections, clients.refused_requests, self.slow_reset,
+                clients.untracked)

@@ -83,7 +83,7 @@ def test_connections_are_counted_across_workers() -> None:
     refused = first.open(key, 1.0)
     assert refused.refused
     assert second.open(key, 1.0).refused
-    assert first.limited["connections"] == 1 and second.limited["connections"] == 1
+    assert first.refused_connections == 1 and second.refused_connections == 1
     # Another client is not affected.
     assert not second.open(client_key("192.0.2.2"), 1.0).refused
     second.close(b)
@@ -192,7 +192,7 @@ def test_bucket_holds_burst_plus_one_and_refills_at_the_rate() -> None:
     wait = worker.request(admission, 100.0)
     assert wait == pytest.approx(0.5)
     assert retry_after(wait) == 1
-    assert worker.limited["requests"] == 1
+    assert worker.refused_requests == 1
     assert worker.request(admission, 100.49) > 0
     assert worker.request(admission, 100.5) == 0.0  # one token back after 1/rate
     assert worker.request(admission, 102.5) == 0.0
