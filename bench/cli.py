@@ -22,6 +22,7 @@ from bench.load import (
     SMALL_KEEPALIVE,
     pin_wrk,
 )
+from bench.protection import PROTECTION_CASES
 from bench.runner import Options, run_benchmark
 from bench.servers import SERVER_STARTERS
 from bench.sitecases import SITE_CASE_KEYS, SITE_MIX_CASES
@@ -44,7 +45,8 @@ DEFAULT_CONNECTIONS = 50
 DEFAULT_LARGE_FILE_CONNECTIONS = 4
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells do
 PROFILE_CASES = (SMALL_KEEPALIVE, SMALL_CLOSE, MEDIUM_KEEPALIVE, LARGE_THROUGHPUT)
-ALL_CASES = (*PROFILE_CASES, *SITE_CASE_KEYS, *COMPRESSION_CASES, *HTTPS_CASES, *SITES_CASES)
+ALL_CASES = (*PROFILE_CASES, *SITE_CASE_KEYS, *COMPRESSION_CASES, *HTTPS_CASES, *SITES_CASES,
+             *PROTECTION_CASES)
 CASE_GROUPS = {"classic": PROFILE_CASES, "site-mix": SITE_MIX_CASES,
                "compression": COMPRESSION_CASES, "https": HTTPS_CASES, "sites": SITES_CASES,
                "all": ALL_CASES}

@@ -15,6 +15,7 @@ from bench.extras import AccessLogResult, IdleResult
 from bench.https import HttpsRounds
 from bench.load import SMALL_KEEPALIVE, CaseOutcome, LoadCase, LoadFailure, WrkResult
 from bench.machine import Machine
+from bench.protection import ProtectionResult
 from bench.sitecases import SiteRun
 from bench.sites import SitesRun
 
@@ -73,6 +74,7 @@ class BenchmarkRun:
     site: SiteRun | None = None  # the real-traffic cases, when any ran
     compression: CompressionRun | None = None  # bench/compression.py, when it ran
     https: dict[str, HttpsRounds] | None = None  # bench/https.py, when it ran
+    protection: ProtectionResult | None = None  # bench/protection.py, when it ran
     sites: SitesRun | None = None  # bench/sites.py (issue 17), when it ran
 
     def server(self, name: str) -> ServerReport | None:

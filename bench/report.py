@@ -14,6 +14,7 @@ from bench.https import https_section
 from bench.markdown import markdown_table
 from bench.measured import BenchmarkRun
 from bench.observations import cpu_lines, extras_lines, incident_lines, interference_warning
+from bench.protection import protection_section
 from bench.site_report import site_console, site_section
 from bench.sites_report import sites_section
 from bench.tables import results_table, rounds_table, table_footnotes
@@ -172,6 +173,8 @@ def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
         parts += https_section(run.https)
     if run.sites is not None:
         parts += sites_section(run.sites)
+    if run.protection is not None:
+        parts += protection_section(run.protection)
     parts += ["## forkserver against itself", "", *extras_lines(run), ""]
     parts += ["## Optimizations and their measured effect", "", *OPTIMIZATION_LINES, ""]
     parts += ["## Rounds", "", rounds_table(run), ""]
@@ -235,4 +238,6 @@ def render_console(run: BenchmarkRun) -> str:
         parts += https_section(run.https)
     if run.sites is not None:
         parts += sites_section(run.sites)
+    if run.protection is not None:
+        parts += protection_section(run.protection)
     return "\n".join(parts)

@@ -39,6 +39,7 @@ from bench.memory import PssSampler
 from bench.observations import INTERFERENCE_WARNING_PERCENT, format_split
 from bench.prerequisites import Programs, ensure_benchmark_prerequisites
 from bench.processes import process_tree
+from bench.protection import PROTECTION_CASES, run_protection
 from bench.report import render_console, render_markdown
 from bench.servers import (
     FORKSERVER,
@@ -336,6 +337,10 @@ def run_benchmark(options: Options) -> int:
             programs, workdir / "sites", REPO_ROOT, options.site_store, options.workers,
             options.connections, options.seconds, options.rounds, options.cases,
         )) if set(SITES_CASES) & set(options.cases) else None
+        protection = run_protection(
+            programs, workdir / "protection", REPO_ROOT, options.site_store, options.workers,
+            options.connections,
+        ) if set(PROTECTION_CASES) & set(options.cases) else None
     run = BenchmarkRun(
         command=options.command, started_at=started_at,
         elapsed_seconds=time.monotonic() - started, seconds_per_case=options.seconds,
@@ -349,6 +354,7 @@ def run_benchmark(options: Options) -> int:
         compression=compression,
         https=https,
         sites=sites,
+        protection=protection,
     )
     print(render_console(run))
     print(f"\nbench: finished in {run.elapsed_seconds:.0f} s")
