@@ -142,7 +142,7 @@ def test_status_counts_exactly_what_was_sent(tmp_path: Path, docroot: Path) -> N
             )
         assert sum(w["bytes_sent"] for w in workers) == document["totals"]["bytes_sent"]
         assert document["restarts"] == dict.fromkeys(
-            ("crash", "heartbeat_timeout", "max_requests", "reload", "exit"), 0
+            ("crash", "heartbeat_timeout", "max_requests", "reload", "exit", "memory"), 0
         )
 
         # Prometheus text, by ?format= and by Accept, agrees with what was sent.
