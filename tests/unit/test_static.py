@@ -117,8 +117,11 @@ class Site:
         for segment in [result.file, *(result.rest or [])]:
             if isinstance(segment, FileBody):
                 out.append(os.pread(segment.fd, segment.length, segment.offset))
-            elif segment is not None:
+            elif isinstance(segment, bytes):
                 out.append(segment)
+            elif segment is not None:  # a BodyStream: read it to its end
+                while not segment.done:
+                    out.append(segment.read())
         return b"".join(out)
 
     def close(self) -> None:

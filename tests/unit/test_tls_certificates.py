@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from forkserver.config.model import TlsSettings
 from forkserver.tls.certificates import (
     EXPIRY_WARNING_DAYS,
     CertificateError,
     check_lines,
     load_certificate,
 )
-from forkserver.config.model import TlsSettings
 from tests.tlscerts import Authority, lone_key, openssl, self_signed
 
 
