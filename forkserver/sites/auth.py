@@ -112,12 +112,16 @@ class Pending:
 class Verifier:
     """One per worker: answers from memory, or says which bcrypt check to run."""
 
-    __slots__ = ("_granted", "_key", "_refused")
+    __slots__ = ("_granted", "_hashers", "_key", "_refused")
 
     def __init__(self) -> None:
         self._key = os.urandom(64)  # BLAKE2b's longest key
         self._granted: OrderedDict[bytes, None] = OrderedDict()
         self._refused: OrderedDict[bytes, None] = OrderedDict()
+        # A keyed BLAKE2b per users' file (by its salt) with the key block already
+        # compressed: a copy of it costs a third less than keying a new one per request.
+        # As many as the configuration has htpasswd files.
+        self._hashers: dict[bytes, hashlib.blake2b] = {}
 
     def verdict(self, guard: Guard, authorization: str | None) -> bool | Pending:
         """GRANTED, REFUSED (answer 401), or a Pending check for the offload pool.
@@ -164,7 +168,11 @@ class Verifier:
     def _digest(self, guard: Guard, authorization: str) -> bytes:
         # Keyed BLAKE2b is a MAC (RFC 7693 §2.5): without the per-process key the
         # digests say nothing about the passwords. The users' file is part of the
-        # input, so two guards never share an answer.
-        return hashlib.blake2b(
-            authorization.encode("latin-1"), key=self._key, salt=guard.salt, digest_size=32
-        ).digest()
+        # input (the salt), so guards of two files never share an answer.
+        hasher = self._hashers.get(guard.salt)
+        if hasher is None:
+            hasher = self._hashers[guard.salt] = hashlib.blake2b(
+                key=self._key, salt=guard.salt, digest_size=32)
+        hasher = hasher.copy()
+        hasher.update(authorization.encode("latin-1"))
+        return hasher.digest()

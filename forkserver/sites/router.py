@@ -145,23 +145,52 @@ class Router:
         if site is None:
             head = request.method == "HEAD"
             return None, _settle(request, self._first.static.error_plan(MISDIRECTED, head=head))
+        return site, self._answer(request, site, client)
+
+    def answer(self, request: Request, client: str) -> Plan:
+        """``plan``'s answer alone: the worker's per-request entry (no tuple to build)."""
+        site = self._first if self._sites is None else self.site(request)
+        if site is None:
+            head = request.method == "HEAD"
+            return _settle(request, self._first.static.error_plan(MISDIRECTED, head=head))
+        return self._answer(request, site, client)
+
+    def _answer(self, request: Request, site: Site, client: str) -> Plan:
         rules = site.rules
         if rules is None:
-            return site, site.static.plan(request)
+            return site.static.plan(request)
         decision = rules.decide(request.path, request.query, client)
         if decision is NOTHING:
-            return site, site.static.plan(request)
-        return site, self._apply(request, site, decision)
+            return site.static.plan(request)
+        if not decision.direct:
+            return self._apply(request, site, decision)
+        # The short way of a cache hit under header or auth rules: one verdict from
+        # memory, the file, and the rules' fields encoded once per path's decision.
+        guard = decision.guard
+        if guard is not None:
+            verdict = self.verifier.verdict(guard, request.headers.get("authorization"))
+            if verdict is not GRANTED:
+                return self._apply(request, site, decision, verdict)
+        plan = site.static.plan(request)  # settled: our fields change no keep-alive
+        headers = decision.headers
+        if headers:
+            plan.headers.extend(headers)
+            if plan.encoded:  # a cache hit's field lines: add ours, encoded once
+                plan.encoded += decision.encoded
+        return plan
 
     # -- the order of SPEC §8 ------------------------------------------------------------
-    def _apply(self, request: Request, site: Site, decision: Decision) -> Plan:
+    def _apply(self, request: Request, site: Site, decision: Decision,
+               verdict: bool | Pending | None = None) -> Plan:
+        """The whole order; ``verdict``: the guard's, when the caller already asked."""
         static = site.static
         head = request.method == "HEAD"
         if decision.refused:
             return _with(request, static.error_plan(FORBIDDEN, head=head), decision.headers)
         guard = decision.guard
         if guard is not None:
-            verdict = self.verifier.verdict(guard, request.headers.get("authorization"))
+            if verdict is None:
+                verdict = self.verifier.verdict(guard, request.headers.get("authorization"))
             if isinstance(verdict, Pending):
                 if self.submit is None:  # no pool: check inline (unit tests)
                     self.verifier.record(verdict.key, verdict.work())

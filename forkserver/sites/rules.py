@@ -11,17 +11,20 @@ Globs are the ``cache_control`` ones, matched by the same linear matcher
 (``forkserver.static.caching``): one matcher per kind answers "the first rule that sets
 it", and each rule with headers has its own. What a path matched is remembered
 (bounded, cleared when full, like the parser's memory of heads), so a site's hot
-paths cost one dict lookup however many rules there are.
+paths cost one dict lookup however many rules there are: for a path whose decision
+depends on neither the client nor the query (no ``allow``, no ``redirect``) the memory
+holds the ``Decision`` itself, its headers already encoded for a cached response.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from forkserver.config.model import RuleSetting
 from forkserver.config.redirects import Template, compile_template, rest_offset
+from forkserver.http.response import encode_fields
 from forkserver.sites.auth import Guard
 from forkserver.static.caching import CacheRules
 
@@ -46,6 +49,16 @@ class Decision:
     redirect: tuple[int, str] | None = None  # (status, Location)
     fallback: str | None = None  # the URL path to serve if the file is not found
     headers: tuple[tuple[str, str], ...] = ()  # added to the response
+    # ``headers`` as the worker sends them, for a cache hit's encoded fields: made once
+    # per path's decision (``Rules._match``), empty in the per-request decisions.
+    encoded: bytes = b""
+    # Nothing to do but check ``guard`` and add ``headers`` around the file: the
+    # router's short way (no 403, no redirect, no fallback to look for).
+    direct: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "direct", not self.refused and self.redirect is None
+                           and self.fallback is None)
 
 
 NOTHING = Decision()
@@ -60,7 +73,7 @@ class _Redirect:
 
 @dataclass(frozen=True, slots=True)
 class _Matched:
-    """What one path matched; the client and the query are applied per request."""
+    """What one path matched when the client or the query matter (allow, redirect)."""
 
     allow: tuple[Network, ...] | None
     redirect: _Redirect | None
@@ -104,20 +117,21 @@ class Rules:
             _first_of([(i, settings[i].match) for i in sorted(table)]) if table else None
             for table in (self._allows, self._guards, self._redirects, self._fallbacks)
         )
-        self._memory: dict[str, _Matched | None] = {}
+        # Path → its Decision (NOTHING when nothing matched), or the _Matched to finish.
+        self._memory: dict[str, Decision | _Matched] = {}
         self._clients: dict[tuple[int, str], bool] = {}
 
     def decide(self, path: str, query: str, client: str) -> Decision:
         """The rules' decision for a request path (percent-encoded, as sent)."""
-        matched = self._memory.get(path, _UNKNOWN)
-        if matched is _UNKNOWN:
+        matched = self._memory.get(path)
+        if matched is None:
             matched = self._match(path)
             if len(path) <= MEMORY_PATH_CHARS:
                 if len(self._memory) >= MEMORY_PATHS:
                     self._memory.clear()
                 self._memory[path] = matched
-        if matched is None:
-            return NOTHING
+        if matched.__class__ is Decision:  # the same for every client and query
+            return matched
         assert isinstance(matched, _Matched)
         decision = matched.constant
         if matched.allow is not None and not self._allowed(matched.allow, client):
@@ -130,9 +144,9 @@ class Rules:
         return decision
 
     # -- matching ---------------------------------------------------------------------
-    def _match(self, path: str) -> _Matched | None:
+    def _match(self, path: str) -> Decision | _Matched:
         if not path.startswith("/"):
-            return None  # "*" (OPTIONS *) and CONNECT's "": no path for a rule to match
+            return NOTHING  # "*" (OPTIONS *) and CONNECT's "": no path for a rule to match
         allow_at, guard_at, redirect_at, fallback_at = (
             None if matcher is None or (found := matcher(path)) is None else int(found)
             for matcher in self._kinds
@@ -142,12 +156,15 @@ class Rules:
             if matcher(path) is not None:
                 headers += fields
         if allow_at is guard_at is redirect_at is fallback_at is None and not headers:
-            return None
+            return NOTHING
         constant = Decision(
             guard=None if guard_at is None else self._guards[guard_at],
             fallback=None if fallback_at is None else self._fallbacks[fallback_at],
             headers=headers,
+            encoded=encode_fields(list(headers)) if headers else b"",
         )
+        if allow_at is redirect_at is None:
+            return constant
         return _Matched(
             None if allow_at is None else self._allows[allow_at],
             None if redirect_at is None else self._redirects[redirect_at],
@@ -163,9 +180,6 @@ class Rules:
                 self._clients.clear()
             self._clients[key] = answer
         return answer
-
-
-_UNKNOWN = object()  # not yet in the memory (None means "matched nothing")
 
 
 def _first_of(rules: list[tuple[int, str]]) -> CacheRules:

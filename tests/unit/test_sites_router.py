@@ -168,3 +168,41 @@ def test_headers_on_cached_files(docroots: tuple[Path, Path]) -> None:
         assert ("X-A", "b") in plan.headers
         assert not plan.encoded or plan.encoded.endswith(b"X-A: b\r\n")
         body(plan)
+
+
+def test_the_short_way_answers_as_the_whole_order(docroots: tuple[Path, Path]) -> None:
+    """``answer`` (the worker's entry, with its short way for header and auth rules on a
+    cache hit) gives what ``plan`` gives, and a hit's encoded fields carry each rule
+    field exactly once however often the file is asked for."""
+    main, docs = docroots
+    router = make_router(main, docs, [
+        RuleSetting("*.js", headers=(("X-A", "b"),)),
+        RuleSetting("/app/**", auth=AuthSetting("Staff", HTPASSWD, USERS),
+                    headers=(("X-Staff", "1"),)),
+        RuleSetting("/old/**", redirect="/app/{rest}"),
+    ])
+    good = {"authorization": "Basic " + base64.b64encode(b"alice:pw").decode()}
+    bad = {"authorization": "Basic " + base64.b64encode(b"alice:nope").decode()}
+    cases = [
+        (request("/app/real.js", headers=good), 200),
+        (request("/app/real.js", headers=bad), 401),
+        (request("/app/real.js"), 401),
+        (request("/app/real.js", method="HEAD", headers=good), 200),
+        (request("/index.html"), 200),
+        (request("/old/x"), 301),
+        (request("/", "docs.example.org"), 200),
+    ]
+    for _ in range(3):  # the first fills the open-file cache, the others hit it
+        for req, status in cases:
+            short = router.answer(req, "127.0.0.1")
+            whole = router.plan(req, "127.0.0.1")[1]
+            assert short.status == whole.status == status, req.target
+            assert short.headers == whole.headers, req.target
+            assert short.close == whole.close
+            if short.encoded:
+                app = req.path == "/app/real.js"
+                assert short.encoded.count(b"X-A: b\r\n") == app
+                assert short.encoded.count(b"X-Staff: 1\r\n") == app
+            assert body(short) == body(whole)
+    strict = make_router(main, docs, [], default=False)
+    assert strict.answer(request("/", "other.net"), "127.0.0.1").status == 421

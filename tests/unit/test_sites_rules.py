@@ -117,3 +117,18 @@ def test_hostile_globs_stay_linear() -> None:
     some = rules(RuleSetting("*a*a*a*a*b", headers=(("X", "y"),)),
                  RuleSetting("/**a**a**a**b", redirect="/z"))
     assert some.decide("/" + "a" * 20_000, "", "127.0.0.1") is NOTHING
+
+
+def test_a_constant_decision_is_remembered_whole() -> None:
+    """A path whose decision depends on neither client nor query is remembered as the
+    Decision itself, its headers encoded once; allow and redirect stay per request."""
+    some = rules(RuleSetting("*.css", headers=(("X-A", "1"),)),
+                 RuleSetting("/a/**", headers=(("X-B", "2"),)),
+                 RuleSetting("/old/**", redirect="/new/{rest}{query}"))
+    first = some.decide("/a/x.css", "", "127.0.0.1")
+    assert first.direct and first.headers == (("X-A", "1"), ("X-B", "2"))
+    assert first.encoded == b"X-A: 1\r\nX-B: 2\r\n"
+    assert some.decide("/a/x.css", "q", "192.0.2.1") is first
+    moved = some.decide("/old/x.css", "q=1", "127.0.0.1")
+    assert not moved.direct and moved.redirect == (301, "/new/x.css?q=1")
+    assert moved.headers == (("X-A", "1"),)
