@@ -167,14 +167,7 @@ def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
         parts += ["## What limits the targets not met", "", *LIMIT_LINES, ""]
     if run.site is not None:
         parts += site_section(run.site)
-    if run.compression is not None:
-        parts += compression_section(run.compression)
-    if run.https is not None:
-        parts += https_section(run.https)
-    if run.sites is not None:
-        parts += sites_section(run.sites)
-    if run.protection is not None:
-        parts += protection_section(run.protection)
+    parts += feature_sections(run)
     parts += ["## forkserver against itself", "", *extras_lines(run), ""]
     parts += ["## Optimizations and their measured effect", "", *OPTIMIZATION_LINES, ""]
     parts += ["## Rounds", "", rounds_table(run), ""]
@@ -205,8 +198,9 @@ def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
         "- `--no-write`: print the tables only; `--output-dir DIR`: write this file and "
         "the chart to DIR instead, whatever ran.",
         "- `--cases LIST`: only these cases (`1k-keepalive`, `1k-close`, `64k-keepalive`, "
-        "`10m-throughput`, `site-mix-uniform`, `site-mix-zipf`, `cold`, `sites-20`, "
-        "`rules-50`, `auth-keepalive`, `auth-flood`; `classic`, `site-mix` and `sites` "
+        "`10m-throughput`, `site-mix-uniform`, `site-mix-zipf`, `cold`, `gzip-fly`, "
+        "`etag-content`, `https`, `sites-20`, `rules-50`, `auth-keepalive`, `auth-flood`, "
+        "`protection`; `classic`, `site-mix`, `compression`, `https`, `sites` and `all` "
         "stand for their groups), e.g. `--cases site-mix,cold` to iterate on the "
         "real-traffic cases; this file is rewritten only when every case ran, and "
         "forkserver's experiments against itself run only with `1k-keepalive`.",
@@ -222,6 +216,7 @@ def render_markdown(run: BenchmarkRun, chart_name: str | None) -> str:
     ]
     return "\n".join(parts)
 
+
 def render_console(run: BenchmarkRun) -> str:
     """What the terminal gets: the tables, footnotes and incidents, no method prose."""
     parts = ["", results_table(run), ""]
@@ -232,6 +227,13 @@ def render_console(run: BenchmarkRun) -> str:
     parts += incident_lines(run) or ["No incidents."]
     if run.site is not None:
         parts += site_console(run.site)
+    parts += feature_sections(run)
+    return "\n".join(parts)
+
+
+def feature_sections(run: BenchmarkRun) -> list[str]:
+    """The sections of the optional case groups that ran, the same in both outputs."""
+    parts: list[str] = []
     if run.compression is not None:
         parts += compression_section(run.compression)
     if run.https is not None:
@@ -240,4 +242,4 @@ def render_console(run: BenchmarkRun) -> str:
         parts += sites_section(run.sites)
     if run.protection is not None:
         parts += protection_section(run.protection)
-    return "\n".join(parts)
+    return parts
