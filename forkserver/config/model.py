@@ -33,12 +33,6 @@ class Limits:
     burst: int = 0  # extra requests at once: the bucket holds burst + 1
     exempt: tuple[str, ...] = ()  # client networks no per-client limit applies to
     min_send_rate: int = 0  # bytes/s over a sliding 10 s window; 0 = off (slower: reset)
-    # Protection (SPEC §9, forkserver/protect/): per client address, across workers.
-    connections_per_client: int = 0  # open connections; 0 = off (extra: 503, closed)
-    requests_per_second: float = 0.0  # token bucket refill; 0 = off (over: 429)
-    burst: int = 0  # extra requests at once: the bucket holds burst + 1
-    exempt: tuple[str, ...] = ()  # client networks no per-client limit applies to
-    min_send_rate: int = 0  # bytes/s over a sliding 10 s window; 0 = off (slower: reset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +45,14 @@ class Status:
 # -- sites and rules (SPEC §7, §8; forkserver/sites/ compiles them) -------------------
 
 
-    # The file's users, read at load (config/layers.py), so a reload is all-or-nothing.
-    users: Htpasswd | None = field(default=None, compare=False, hash=False)
 @dataclass(frozen=True, slots=True)
 class AuthSetting:
     """``auth: {realm: Staff, htpasswd: conf/staff.htpasswd}``; the path made absolute."""
 
     realm: str
     htpasswd: str
+    # The file's users, read at load (config/layers.py), so a reload is all-or-nothing.
+    users: Htpasswd | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +133,6 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_requests: int = 0
     max_requests_jitter: int = 0
-    worker_memory_limit: int | None = None  # resident bytes; above → replaced (SPEC §9)
     worker_memory_limit: int | None = None  # resident bytes; above → replaced (SPEC §9)
     limits: Limits = field(default_factory=Limits)
     # Static files (docs/http.md). Mappings are kept as tuples of pairs, in file order.
