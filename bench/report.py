@@ -113,6 +113,12 @@ OPTIMIZATION_LINES = [
     "(4.3-4.6 us per open instead of 3.5).",
     "- *Tried, not kept:* sending files over 16 KiB with the full path and `sendfile` "
     "(no cache): 64 KiB keep-alive fell to 0.65-0.70x of nginx.",
+    "- **A distinct head's field block checked and split in one regex pass** (each match "
+    "anchored at a line start by a lookbehind; as many matches as lines means every line "
+    "is a whole field line, else the old checks name the status) and **common field "
+    "names lower-cased through a dict**: `parse_request` of a browser's head 7.1 → "
+    "5.4 us; `bench.misspath` site mix (uniform, distinct heads) 230.3k → 213.6k "
+    "instructions per request (callgrind, client included), CPU 46.4 → 44.6 us median.",
     "- **Date formatted once per second**, **`os.sendfile`** for files over 64 KiB in "
     "chunks of at most 2 MiB with the head sent `MSG_MORE`, and **access-log lines "
     "buffered** (flushed at 32 KiB, every second, on reopen and on exit, in whole-line "

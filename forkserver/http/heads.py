@@ -16,7 +16,8 @@ __all__ = ["HEAD_CACHE_ENTRIES", "HEAD_CACHE_MAX_BYTES", "HeadParser", "HeadScan
 # The heads a worker parses repeat: a client asks for the same URL with the same
 # fields (polling, health checks, a CDN refilling, every load generator). Parsing
 # depends on nothing but the head's bytes and the limits, so a head seen before gets
-# its earlier Request back for one dict lookup (~0.4 us instead of ~3.5 us).
+# its earlier Request back for one dict lookup (~0.4 us instead of ~5.5 us for a
+# browser's head).
 # Bounded in entries and in head length (so in bytes: at most 256 x 2 KiB of keys);
 # when full the least recently used head is dropped, not all of them, so the heads
 # that repeat stay while distinct ones (cookies, user agents) stream past: each of

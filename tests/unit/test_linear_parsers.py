@@ -179,6 +179,8 @@ CASES: list[tuple[str, Callable[[str], object], Callable[[int], str], int]] = [
     ("field: whitespace runs", field("A"),
      lambda n: " \t" * (n // 4) + "x" + " " * (n // 2), FILL),
     ("field: word and space", field("A"), lambda n: "a " * (n // 2), FILL),
+    ("field: trailing whitespace, then a control byte", field("A"),
+     lambda n: "x" + " \t" * (n // 2) + "\x00", FILL),
     ("field: control byte at the end", field("A"),
      lambda n: "a " * (n // 2) + "\x01", FILL),
     ("field: long name, no colon", head,
