@@ -294,10 +294,10 @@ class StaticSite:
                 )
                 kept = self.files.keep(request.path, entry, fd, size)
                 if kept is not None:  # the cache (or this response) owns fd now
-                    fd = -1
+                    fd = -1  # the entry's field lines serve this response too
                     if isinstance(kept, bytes):
-                        return Plan(200, headers, body=kept)
-                    return Plan(200, headers, file=kept)
+                        return Plan(200, headers, body=kept, encoded=entry.encoded)
+                    return Plan(200, headers, file=kept, encoded=entry.encoded)
             body = FileBody(SharedDescriptor(fd), 0, size, version)
             fd = -1  # the body holds it now
             return Plan(200, headers, file=body)
