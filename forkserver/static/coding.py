@@ -134,10 +134,17 @@ class Codings:
         try:
             variants: set[str] = set()
             if self.precompressed:
-                name = opened.names[-1]
-                for coding, suffix in VARIANT_SUFFIXES.items():
-                    if self.docroot.fresh_variant(opened, name + suffix, st):
-                        variants.add(coding)
+                # The variant index once for all suffixes (all of them indexed): most
+                # directories hold no variant at all, and then nothing is probed.
+                known = self.docroot.variants.known(opened.names)
+                if known is None or known:
+                    name = opened.names[-1]
+                    for coding, suffix in VARIANT_SUFFIXES.items():
+                        variant = name + suffix
+                        if (known is None or variant in known) and self.docroot.probe_variant(
+                            opened, variant, st
+                        ):
+                            variants.add(coding)
             fly = (
                 self.compress.gzip and GZIP not in variants
                 and st.st_size >= self.compress.min_size and self.listed(media_type)

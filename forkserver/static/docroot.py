@@ -147,6 +147,10 @@ class Docroot:
         """Whether ``name`` beside the file is a regular file, inside, not older than it."""
         if not self.variants.may_exist(opened.names, name):
             return False  # its directory had no such name when last listed (1 s window)
+        return self.probe_variant(opened, name, original)
+
+    def probe_variant(self, opened: Opened, name: str, original: os.stat_result) -> bool:
+        """``fresh_variant`` without asking the variant index (the caller did)."""
         parent = self.parent_of(opened)
         if parent < 0:
             return False

@@ -54,12 +54,17 @@ class VariantIndex:
         directory at the last listing; True means "probe it"."""
         if not variant.endswith(INDEXED_SUFFIXES):
             return True
+        known = self.known(names)
+        return known is None or variant in known
+
+    def known(self, names: list[str]) -> frozenset[str] | None:
+        """The variant names beside the file ``names`` at the last listing (None:
+        unknown, probe each): one lookup for all of a file's suffixes."""
         key = "/".join(names[:-1])
         entry = self._entries.get(key)
         if entry is None or entry[0] <= self._monotonic():
             entry = self._refresh(key, names[:-1])
-        known = entry[1]
-        return known is None or variant in known
+        return entry[1]
 
     def _refresh(self, key: str, directory: list[str]) -> _Entry:
         self.forget(key)
