@@ -144,6 +144,12 @@ def test_reload_moves_to_a_new_port(server: Server) -> None:
     # Nothing in flight fails, and nothing is reset.
     refused_on_old = f"on port {old_port}: ConnectionRefusedError"
     result.failures = [f for f in result.failures if refused_on_old not in f]
+    # Likewise a connection still queued, never accepted, on the old listener when its
+    # generation closed it is reset by the kernel (docs/operations.md, the reset race);
+    # it never reached a worker. Resets of accepted connections still fail the test.
+    reset_on_old = [f for f in result.failures if f"on port {old_port}: reset" in f]
+    assert len(reset_on_old) <= result.unaccepted_resets, result.summary()
+    result.failures = [f for f in result.failures if f not in reset_on_old]
     assert_clean(result)
     assert status_of(get(new_port, "/a.txt")) == 200
     wait_for(lambda: port_bindable(old_port), what="the old port released")
