@@ -7,6 +7,7 @@ decoded sizes). Used on one thread only (the worker's loop), so no locking.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
@@ -32,8 +33,10 @@ class Memo(Generic[K, V]):
             raise ValueError("a Memo needs room for one entry")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        # Insertion order is recency order: a hit moves the key to the end.
-        self._entries: dict[K, V] = {}
+        # Insertion order is recency order: a hit moves the key to the end. An
+        # OrderedDict: evicting the oldest of a plain dict walks past the dummies its
+        # deletions left (static/filecache.py).
+        self._entries: OrderedDict[K, V] = OrderedDict()
         self._sizes: dict[K, int] = {}
         self.size = 0  # sum of the sizes of the values held
 
@@ -46,10 +49,10 @@ class Memo(Generic[K, V]):
     def get(self, key: K) -> V | None:
         """The value for ``key`` (now the most recently used), or None."""
         entries = self._entries
-        value = entries.pop(key, None)
+        value = entries.get(key)
         if value is None:
             return None
-        entries[key] = value  # re-inserted at the end: most recently used
+        entries.move_to_end(key)  # most recently used
         return value
 
     def put(self, key: K, value: V, size: int = 0) -> bool:
@@ -64,8 +67,7 @@ class Memo(Generic[K, V]):
         while entries and (
             len(entries) >= self.max_entries or self.size + size > self.max_bytes
         ):
-            oldest = next(iter(entries))
-            del entries[oldest]
+            oldest, _ = entries.popitem(last=False)
             self.size -= sizes.pop(oldest)
         entries[key] = value
         sizes[key] = size

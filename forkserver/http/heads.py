@@ -8,6 +8,8 @@ sockets or the clock; the grammar and its verdicts are ``request.py``'s.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from forkserver.config import Limits
 from forkserver.http.request import LEADING_EMPTY_LINES, Request, parse_request
 
@@ -52,7 +54,9 @@ class HeadParser:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self.heads: dict[bytes, tuple[Request, int]] = {}  # least recently used first
+        # Least recently used first; an OrderedDict because evicting the oldest of a
+        # dict walks past the dummies its deletions left (static/filecache.py).
+        self.heads: OrderedDict[bytes, tuple[Request, int]] = OrderedDict()
         self.last: tuple[Request, int] | None = None  # the most recently used parse
 
     def parse(
@@ -80,13 +84,13 @@ class HeadParser:
         parsed = heads.get(head)
         if parsed is not None:
             if parsed is not self.last:  # a head repeated in a row reorders nothing
-                heads[head] = heads.pop(head)  # most recently used now
+                heads.move_to_end(head)  # most recently used now
                 self.last = parsed
             return parsed
         parsed = parse_request(buf, self.limits)
         if parsed is not None and parsed[1] == len(head):
             if len(heads) >= HEAD_CACHE_ENTRIES:
-                del heads[next(iter(heads))]  # the least recently used head
+                heads.popitem(last=False)  # the least recently used head
             heads[head] = parsed
             self.last = parsed
         return parsed

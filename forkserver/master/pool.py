@@ -12,6 +12,7 @@ worker's entry function is handed in.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import random
 import signal
@@ -134,15 +135,23 @@ class Pool:
         # own handlers (worker.install_signals unblocks them), so a TERM sent to a
         # booting worker is delivered late instead of being swallowed by ours.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+        # The worker inherits every object of the master's frozen: its collector never
+        # walks them, so it never writes their GC headers and the pages stay shared
+        # with the master (copy-on-write; the gc.freeze documentation's recipe). The
+        # master unfreezes at once, so its own garbage (reloads) is still collected.
+        gc.freeze()
         try:
             pid = self.processes.fork()
         except OSError as exc:
+            gc.unfreeze()
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             self.scoreboard.release(slot)
             self.clients.release(slot)
             self.log.error(f"cannot fork a worker: {exc.strerror}")
             self.note_crash(self.processes.monotonic())
             return 0
+        if pid != 0:
+            gc.unfreeze()
         if pid == 0:
             self.become_worker(WorkerSpec(
                 number, generation.number, slot, config, generation.listeners,

@@ -14,6 +14,7 @@ decide whether a variant is fresh or inside: a name in the index only means "pro
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 from forkserver.static.filecache import CACHE_RECHECK_SECONDS
@@ -46,7 +47,9 @@ class VariantIndex:
     ) -> None:
         self._list = list_names
         self._monotonic = monotonic
-        self._entries: dict[str, _Entry] = {}  # oldest listing first
+        # Oldest listing first; an OrderedDict because evicting the oldest of a dict
+        # walks past the dummies its deletions left (static/filecache.py).
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self.names = 0  # variant names held
 
     def may_exist(self, names: list[str], variant: str) -> bool:

@@ -10,6 +10,7 @@ know about other workers and generations (the master does).
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import signal
@@ -155,6 +156,10 @@ class Worker:
         self.epoll.register(self.offload.fileno(), select.EPOLLIN)
         self.scoreboard.set_state(self.slot, SlotState.SERVING)
         self.beat()
+        # What the worker built to serve (its site, tables, compiled rules) lives as
+        # long as it does: frozen, the collector's full passes skip it, and only the
+        # objects requests create are walked (perf put gc at ~2% of a site-mix worker).
+        gc.freeze()
         connections = self.connections
         listeners = self.acceptor.listeners
         accept_batch = self.acceptor.accept_batch
