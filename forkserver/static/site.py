@@ -85,6 +85,7 @@ from forkserver.static.filecache import (
     CachedFile,
     FileCache,
 )
+from forkserver.static.freshness import identity, still_current
 from forkserver.static.mime import CONTENT_TYPES, ContentTypes
 from forkserver.static.pages import HTML_TYPE, ErrorPages, server_header
 from forkserver.static.partial import partial_plan
@@ -290,7 +291,7 @@ class StaticSite:
                 entry = CachedFile(
                     list(headers), encode_fields(headers), list(validators), tag,
                     last_modified, b"", None, version,
-                    self._monotonic() + CACHE_RECHECK_SECONDS,
+                    self._monotonic() + CACHE_RECHECK_SECONDS, names, identity(st),
                 )
                 kept = self.files.keep(request.path, entry, fd, size)
                 if kept is not None:  # the cache (or this response) owns fd now
@@ -313,9 +314,12 @@ class StaticSite:
         fields = request.headers
         if "range" in fields or refuses_identity(fields.get("accept-encoding")):
             return None  # ranges, and the 406 of identity;q=0, take the full path
-        if self._monotonic() >= entry.expires:
-            self.files.forget(request.path)
-            return None
+        now = self._monotonic()
+        if now >= entry.expires:
+            if not still_current(self.docroot, entry, self._precompressed):
+                self.files.forget(request.path)
+                return None
+            entry.expires = now + CACHE_RECHECK_SECONDS
         if not _CONDITIONAL_FIELDS.isdisjoint(fields):
             answer = self._precondition_answer(
                 fields, entry.tag, entry.last_modified, entry.validators, head, False

@@ -14,7 +14,11 @@ import pytest
 from forkserver.config import Limits
 from forkserver.http.heads import HEAD_CACHE_ENTRIES, HeadParser
 from forkserver.static import filecache
-from forkserver.static.filecache import CACHE_ENTRY_OVERHEAD, CACHE_RECHECK_SECONDS
+from forkserver.static.filecache import (
+    CACHE_ENTRY_OVERHEAD,
+    CACHE_IDLE_SECONDS,
+    CACHE_RECHECK_SECONDS,
+)
 from tests.unit.test_static import Site
 
 
@@ -77,8 +81,9 @@ def test_expired_entries_are_dropped_whatever_their_order(files: Site) -> None:
     files.plan("/b.txt")
     files.plan("/a.txt")  # a hit moves a after b: the order is no longer by expiry
     assert list(files.site.files.entries) == ["/b.txt", "/a.txt"]
-    files.site.drop_expired(files.clock.now + CACHE_RECHECK_SECONDS * 0.75)
+    idle = CACHE_RECHECK_SECONDS + CACHE_IDLE_SECONDS
+    files.site.drop_expired(files.clock.now + idle - CACHE_RECHECK_SECONDS * 0.25)
     assert list(files.site.files.entries) == ["/b.txt"]  # a expired first, b not yet
-    files.site.drop_expired(files.clock.now + CACHE_RECHECK_SECONDS)
+    files.site.drop_expired(files.clock.now + idle)
     assert files.site.files.size == 0 and not files.site.files.entries
     files.close()
