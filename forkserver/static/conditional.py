@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from enum import Enum
 
 __all__ = [
+    "HttpDates",
     "Verdict",
     "etag",
     "evaluate_preconditions",
@@ -56,6 +57,24 @@ def http_date(seconds: float) -> str:
         f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
     )
+
+
+class HttpDates:
+    """``http_date`` remembered by second: the same few mtimes recur on every request."""
+
+    __slots__ = ("_dates", "_size")
+
+    def __init__(self, size: int = 4096) -> None:
+        self._dates: dict[int, str] = {}
+        self._size = size
+
+    def __call__(self, seconds: int) -> str:
+        value = self._dates.get(seconds)
+        if value is None:
+            if len(self._dates) >= self._size:
+                self._dates.clear()
+            value = self._dates[seconds] = http_date(seconds)
+        return value
 
 
 _DAY_NAME = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"

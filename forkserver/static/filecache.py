@@ -28,6 +28,7 @@ __all__ = [
     "CACHE_IDLE_SECONDS",
     "CACHE_INLINE_BYTES",
     "CACHE_RECHECK_SECONDS",
+    "CACHE_SEEN_PATHS",
     "CACHE_TOTAL_BYTES",
     "CachedFile",
     "FileCache",
@@ -69,6 +70,12 @@ CACHE_DESCRIPTORS = min(CACHE_ENTRIES, resource.getrlimit(resource.RLIMIT_NOFILE
 # CACHE_TOTAL_BYTES so that thousands of tiny files cannot hold far more than it says.
 CACHE_ENTRY_OVERHEAD = 1024
 CACHE_RECHECK_SECONDS = 1.0
+# Once the cache is full, a miss enters only if its path missed before, among the last
+# CACHE_SEEN_PATHS paths that were turned away (like nginx's open_file_cache_min_uses
+# 2, but only when something would have to be evicted): a flood of files asked for
+# once (a crawler, the cold benchmark) no longer evicts what is asked for again, and
+# its requests skip building and evicting entries nobody will use.
+CACHE_SEEN_PATHS = CACHE_ENTRIES // 2
 # The worker's sweep drops an entry this long after its window ended without a hit
 # (renewing it then would have cost an open; rebuilding it costs a little more), so a
 # descriptor of a deleted file is not held for long by a file nobody asks for.
@@ -102,7 +109,7 @@ class FileCache:
     popular files stay.
     """
 
-    __slots__ = ("content_bytes", "descriptors", "entries", "last", "size")
+    __slots__ = ("content_bytes", "descriptors", "entries", "last", "seen", "size")
 
     def __init__(self) -> None:
         # request path → entry, least recently used first. An OrderedDict, not a dict:
@@ -114,6 +121,25 @@ class FileCache:
         self.descriptors = 0  # descriptors held
         self.content_bytes = 0  # of ``size``, the contents held in memory
         self.last: CachedFile | None = None  # the most recently used entry
+        self.seen: OrderedDict[str, None] = OrderedDict()  # paths turned away, oldest first
+
+    def admits(self, path: str) -> bool:
+        """Whether a miss of ``path`` may enter: always while there is room; once the
+        cache is full, only a path turned away before (CACHE_SEEN_PATHS)."""
+        if (
+            len(self.entries) < CACHE_ENTRIES
+            and self.descriptors < CACHE_DESCRIPTORS
+            and self.size + CACHE_ENTRY_OVERHEAD <= CACHE_TOTAL_BYTES
+        ):
+            return True
+        seen = self.seen
+        if path in seen:
+            del seen[path]
+            return True
+        seen[path] = None
+        if len(seen) > CACHE_SEEN_PATHS:
+            seen.popitem(last=False)
+        return False
 
     def holds_content(self, size: int) -> bool:
         """Whether a content of ``size`` bytes still fits CACHE_CONTENT_BYTES (else the

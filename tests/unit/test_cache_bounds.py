@@ -69,9 +69,30 @@ def test_the_file_cache_is_bounded_in_entries(
 ) -> None:
     monkeypatch.setattr(filecache, "CACHE_ENTRIES", 2)
     for name in "abcdef":
-        files.plan(f"/{name}.txt")
+        files.plan(f"/{name}.txt")  # once the cache is full, turned away the first time
+        files.plan(f"/{name}.txt")  # and let in the second
         assert len(files.site.files.entries) <= 2
     assert list(files.site.files.entries) == ["/e.txt", "/f.txt"]
+    files.close()
+
+
+def test_files_asked_for_once_do_not_flush_a_full_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filecache, "CACHE_ENTRIES", 2)
+    monkeypatch.setattr(filecache, "CACHE_SEEN_PATHS", 3)
+    for number in range(12):
+        (tmp_path / f"{number}.txt").write_bytes(b"%d" % number * 100)
+    files = Site(tmp_path)
+    files.plan("/0.txt")
+    files.plan("/1.txt")  # room: both enter on their first miss
+    for number in range(2, 12):  # a scan: each asked for once, each answered whole
+        assert files.body(files.plan(f"/{number}.txt")) == b"%d" % number * 100
+    assert list(files.site.files.entries) == ["/0.txt", "/1.txt"]  # kept
+    assert list(files.site.files.seen) == ["/9.txt", "/10.txt", "/11.txt"]  # bounded
+    files.plan("/11.txt")  # asked for again while remembered as turned away: enters
+    assert list(files.site.files.entries) == ["/1.txt", "/11.txt"]
+    assert "/11.txt" not in files.site.files.seen
     files.close()
 
 
