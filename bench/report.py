@@ -158,6 +158,12 @@ OPTIMIZATION_LINES = [
     "request; site mix unchanged (177.3k → 177.2k, it never fills the cache); the cold "
     "case against a real server (2 workers, wrk, two alternating runs of 5 s) "
     "11.0k/11.5k → 15.6k/19.9k req/s, CPU 109/88 → 63/71 us per request.",
+    "- **A field value runs to its CRLF with possessive quantifiers only, trailing OWS "
+    "stripped in Python**, instead of a regex ending the value at its last visible byte "
+    "(which gave back the whole tail of every value): findall and the field dict of a "
+    "browser's head 3.2 → 2.5 us; `bench.misspath` site mix in steady state 176.5k → "
+    "173.3k instructions per request; identical results to the old regex on 200,000 "
+    "random values.",
     "- **`gc.freeze()` before each fork and once the worker is built**: a worker's "
     "collector no longer walks (and writes the GC headers of) what it inherited or "
     "built to serve, so those pages stay shared: peak PSS of master + 2 workers under the "

@@ -636,6 +636,12 @@ def test_long_whitespace_runs_in_a_value() -> None:
     assert request.headers["x"] == value
 
 
+
+def test_ows_is_stripped_around_each_repeated_value_before_joining() -> None:
+    """RFC 9110 §5.3: repeated fields join as one list; each value without its OWS."""
+    request = parse_whole(head("Host: a", "Accept: a/b \t", "Accept:\t c/d ", "X: \t "))
+    assert request.headers["accept"] == "a/b, c/d" and request.headers["x"] == ""
+
 def test_host_cache_stays_bounded_and_strict() -> None:
     """Valid Host values are remembered (a regex saved per request), within bounds."""
     from forkserver.http import request as http
